@@ -1,0 +1,1 @@
+//! tandem: a replicated primary/standby storage node on io_uring.
