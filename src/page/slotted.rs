@@ -1,0 +1,1 @@
+//! Slotted leaf and internal page operations.

@@ -1,0 +1,2 @@
+//! Write-ahead log: record format, segments, group-commit flusher, reader.
+pub mod record;
