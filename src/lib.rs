@@ -3,4 +3,5 @@
 
 pub mod ids;
 pub mod page;
+pub mod redo;
 pub mod wal;

@@ -31,10 +31,13 @@ use crate::ids::{Lsn, PageNo};
 pub const FORMAT_VERSION: u32 = 1;
 pub const PAGE_BYTES: usize = 8192;
 pub const HEADER_BYTES: usize = 32;
+/// Page images carry the page from here on: everything but LSN and CRC,
+/// which the applier stamps itself.
+pub const IMAGE_HEAD_AT: usize = 12;
 
 const LSN_AT: usize = 0;
 const CRC_AT: usize = 8;
-const PAGE_NO_AT: usize = 12;
+const PAGE_NO_AT: usize = IMAGE_HEAD_AT;
 const KIND_AT: usize = 16;
 const SLOTS_AT: usize = 18;
 const LOWER_AT: usize = 20;

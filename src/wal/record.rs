@@ -22,7 +22,8 @@
 //!                redo dispatches by this field without decoding payload
 //!
 //! payloads:
-//!  PageImage  lower u16, upper u16, bytes [24, lower) ++ [upper, 8192)
+//!  PageImage  lower u16, upper u16, bytes [12, lower) ++ [upper, 8192)
+//!             of the page (all but its LSN and CRC)
 //!             (the hole between the slot array and the cells is zero)
 //!  LeafPut    key_len u16, key, cell_value (see page::slotted)
 //!  LeafDelete key_len u16, key
@@ -259,9 +260,10 @@ pub fn decode(buf: &[u8], expected_prev: Lsn) -> Result<(Record<'_>, usize), Dec
         RecordKind::PageImage => {
             let lower = read_u16(payload, 0).ok_or(bad.clone())?;
             let upper = read_u16(payload, 2).ok_or(bad.clone())?;
-            let head_len = (lower as usize)
-                .checked_sub(crate::page::HEADER_BYTES)
-                .ok_or(bad.clone())?;
+            if (lower as usize) < crate::page::HEADER_BYTES {
+                return Err(bad);
+            }
+            let head_len = lower as usize - crate::page::IMAGE_HEAD_AT;
             let tail_len = PAGE_BYTES.checked_sub(upper as usize).ok_or(bad.clone())?;
             if lower > upper || payload.len() != 4 + head_len + tail_len {
                 return Err(bad);
@@ -336,7 +338,9 @@ mod tests {
         let page = PageNo(page);
         match kind {
             1 => {
-                let lower = (crate::page::HEADER_BYTES + a.len()) as u16;
+                let a = &a[..a.len().min(20)];
+                let lower = (crate::page::IMAGE_HEAD_AT + 20) as u16;
+                let a: &'a [u8] = if a.len() == 20 { a } else { &[0u8; 20] };
                 let upper = (PAGE_BYTES - b.len()) as u16;
                 Record::PageImage {
                     page,
