@@ -1,7 +1,32 @@
 //! tandem: a replicated primary/standby storage node on io_uring.
+//!
+//! Which thread role runs which module (DESIGN.md section 1):
+//! - session cores: [`server`] (RESP codec, sessions, command execution)
+//!   calling into [`engine`] (B+tree, buffer pool) under the engine lock;
+//! - WAL flusher: [`wal`] (group commit through io_uring, [`io`]);
+//! - checkpointer (background core): [`engine::Engine::checkpoint`];
+//! - start-up: [`engine::recovery`] redoes the WAL with [`redo`].
+//!
+//! Invariants, and where they are asserted:
+//! - published LSNs only grow (`wal`);
+//! - a page is written only after the WAL is durable past its last
+//!   commit (`engine::buffer_pool`), so `page_lsn <= flushed`;
+//! - a transaction is one record group ending in a commit, appended whole
+//!   or not at all (`engine::tx`); recovery applies complete groups only
+//!   (`engine::recovery`);
+//! - primary and redo apply records with the same function
+//!   (`redo::apply`), so pages are byte-identical at the same LSN;
+//! - no reply reports data that is not durable under the session's commit
+//!   mode (`server::session`).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod config;
+pub mod engine;
 pub mod ids;
+pub mod io;
+pub mod metrics;
+pub mod node;
 pub mod page;
 pub mod redo;
+pub mod server;
 pub mod wal;

@@ -1,0 +1,245 @@
+//! Node configuration: TOML file keys in snake_case, command-line flags
+//! override them (DESIGN.md section 5), and every limit in one place.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Durability a commit waits for before its reply. Remote levels come
+/// with replication; they are parsed now so configs stay valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncCommit {
+    /// Reply before the WAL is durable (a crash may lose the last commits).
+    Off,
+    /// Reply after the WAL is durable on this node.
+    Local,
+}
+
+impl SyncCommit {
+    pub fn parse(s: &str) -> Option<SyncCommit> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" => Some(SyncCommit::Off),
+            "local" => Some(SyncCommit::Local),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncCommit::Off => "off",
+            SyncCommit::Local => "local",
+        }
+    }
+}
+
+/// Settings read from the config file; all optional, defaults below.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub repl_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub name: Option<String>,
+    pub requirepass: Option<String>,
+    pub cluster_secret: Option<String>,
+    pub synchronous_commit: Option<String>,
+    pub buffer_pool_bytes: Option<u64>,
+    pub wal_segment_bytes: Option<u64>,
+    pub wal_segments_ahead: Option<u32>,
+    pub checkpoint_interval_secs: Option<u64>,
+    pub checkpoint_wal_bytes: Option<u64>,
+    pub session_cores: Option<usize>,
+    pub core_map: Option<CoreMapConfig>,
+    pub connections_max: Option<usize>,
+    pub request_bytes_max: Option<usize>,
+    pub data_extend_pages: Option<u32>,
+}
+
+/// Which CPU each role is pinned to (`None`: the default map).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreMapConfig {
+    pub sessions: Option<Vec<usize>>,
+    pub wal_flusher: Option<usize>,
+    pub background: Option<usize>,
+}
+
+/// The resolved configuration a node runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub repl_listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub name: String,
+    pub requirepass: Option<String>,
+    pub cluster_secret: Option<String>,
+    pub synchronous_commit: SyncCommit,
+    pub buffer_pool_bytes: u64,
+    pub wal_segment_bytes: u64,
+    pub wal_segments_ahead: u32,
+    pub checkpoint_interval_secs: u64,
+    pub checkpoint_wal_bytes: u64,
+    pub core_map: CoreMap,
+    pub connections_max: usize,
+    pub request_bytes_max: usize,
+    pub data_extend_pages: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreMap {
+    pub sessions: Vec<usize>,
+    pub wal_flusher: usize,
+    pub background: usize,
+}
+
+impl CoreMap {
+    /// Default: the flusher on the last core, sessions on the others (all
+    /// cores when there are two or fewer: roles share cores there).
+    pub fn default_for(cores: usize) -> CoreMap {
+        let cores = cores.max(1);
+        let last = cores - 1;
+        let sessions = if cores <= 2 { (0..cores).collect() } else { (0..last).collect() };
+        CoreMap { sessions, wal_flusher: last, background: 0 }
+    }
+}
+
+impl std::fmt::Display for CoreMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sessions={:?} wal_flusher={} background(checkpointer,metrics)={}",
+            self.sessions, self.wal_flusher, self.background
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("invalid setting {key} = {value:?}: {reason}")]
+    Invalid { key: &'static str, value: String, reason: &'static str },
+    #[error("no data directory: pass --data-dir or set data_dir in the config file")]
+    NoDataDir,
+}
+
+/// Limits (STYLE.md habit 10). Tuning notes say what chose them.
+pub mod limits {
+    /// Largest request (all arguments of one command), as Redis'
+    /// proto-max-bulk-len default is far larger; ours is the value limit
+    /// plus room for the key and framing.
+    pub const REQUEST_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+    pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+    pub const ARGS_MAX: usize = 1024 * 1024;
+    pub const INLINE_BYTES_MAX: usize = 64 * 1024;
+    pub const BUFFER_POOL_BYTES_DEFAULT: u64 = 256 << 20;
+    pub const WAL_SEGMENT_BYTES_DEFAULT: u64 = 16 << 20;
+    pub const CHECKPOINT_INTERVAL_SECS_DEFAULT: u64 = 60;
+    pub const CHECKPOINT_WAL_BYTES_DEFAULT: u64 = 256 << 20;
+    /// Data file growth step: 1 MiB; small enough for tmpfs tests.
+    pub const DATA_EXTEND_PAGES_DEFAULT: u32 = 128;
+    /// SCAN cursors remembered per connection.
+    pub const SCAN_CURSORS_MAX: usize = 64;
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<FileConfig, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: p, source })
+    }
+
+    /// Resolves file settings (already merged with flags) into a config.
+    pub fn resolve(f: FileConfig) -> Result<Config, ConfigError> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let mut core_map = CoreMap::default_for(cores);
+        if let Some(n) = f.session_cores {
+            core_map.sessions = (0..n.max(1)).map(|i| i % cores).collect();
+        }
+        if let Some(m) = f.core_map {
+            if let Some(s) = m.sessions {
+                core_map.sessions = s;
+            }
+            if let Some(c) = m.wal_flusher {
+                core_map.wal_flusher = c;
+            }
+            if let Some(c) = m.background {
+                core_map.background = c;
+            }
+        }
+        if core_map.sessions.is_empty() {
+            return Err(ConfigError::Invalid { key: "core_map.sessions", value: "[]".into(), reason: "needs at least one core" });
+        }
+        let synchronous_commit = match f.synchronous_commit {
+            None => SyncCommit::Local,
+            Some(s) => SyncCommit::parse(&s).ok_or(ConfigError::Invalid {
+                key: "synchronous_commit",
+                value: s,
+                reason: "expected off or local (remote levels come with replication)",
+            })?,
+        };
+        let wal_segment_bytes = f.wal_segment_bytes.unwrap_or(limits::WAL_SEGMENT_BYTES_DEFAULT);
+        if !wal_segment_bytes.is_power_of_two() || wal_segment_bytes < (64 << 10) {
+            return Err(ConfigError::Invalid {
+                key: "wal_segment_bytes",
+                value: wal_segment_bytes.to_string(),
+                reason: "must be a power of two of at least 64 KiB",
+            });
+        }
+        let buffer_pool_bytes = f.buffer_pool_bytes.unwrap_or(limits::BUFFER_POOL_BYTES_DEFAULT);
+        if buffer_pool_bytes < 16 * 8192 {
+            return Err(ConfigError::Invalid {
+                key: "buffer_pool_bytes",
+                value: buffer_pool_bytes.to_string(),
+                reason: "must hold at least 16 pages (128 KiB)",
+            });
+        }
+        let listen = f.listen.unwrap_or_else(|| ([127, 0, 0, 1], 6380).into());
+        Ok(Config {
+            data_dir: f.data_dir.ok_or(ConfigError::NoDataDir)?,
+            listen,
+            repl_listen: f.repl_listen.unwrap_or_else(|| ([127, 0, 0, 1], 7380).into()),
+            metrics_listen: f.metrics_listen,
+            name: f.name.unwrap_or_else(|| format!("node-{}", listen.port())),
+            requirepass: f.requirepass.filter(|p| !p.is_empty()),
+            cluster_secret: f.cluster_secret,
+            synchronous_commit,
+            buffer_pool_bytes,
+            wal_segment_bytes,
+            wal_segments_ahead: f.wal_segments_ahead.unwrap_or(2).max(1),
+            checkpoint_interval_secs: f.checkpoint_interval_secs.unwrap_or(limits::CHECKPOINT_INTERVAL_SECS_DEFAULT).max(1),
+            checkpoint_wal_bytes: f.checkpoint_wal_bytes.unwrap_or(limits::CHECKPOINT_WAL_BYTES_DEFAULT),
+            core_map,
+            connections_max: f.connections_max.unwrap_or(limits::CONNECTIONS_MAX_DEFAULT),
+            request_bytes_max: f.request_bytes_max.unwrap_or(limits::REQUEST_BYTES_MAX_DEFAULT),
+            data_extend_pages: f.data_extend_pages.unwrap_or(limits::DATA_EXTEND_PAGES_DEFAULT).max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_core_map_shares_two_cores_and_splits_more() {
+        assert_eq!(CoreMap::default_for(2), CoreMap { sessions: vec![0, 1], wal_flusher: 1, background: 0 });
+        assert_eq!(CoreMap::default_for(8).sessions, (0..7).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn toml_keys_parse_and_bad_values_are_refused() {
+        let f: FileConfig = toml::from_str("data_dir = \"/tmp/x\"\nsynchronous_commit = \"off\"\n").unwrap();
+        let c = Config::resolve(f).unwrap();
+        assert_eq!(c.synchronous_commit, SyncCommit::Off);
+        let f: FileConfig = toml::from_str("data_dir = \"/x\"\nsynchronous_commit = \"maybe\"\n").unwrap();
+        assert!(Config::resolve(f).is_err());
+        assert!(toml::from_str::<FileConfig>("no_such_key = 1\n").is_err());
+    }
+}

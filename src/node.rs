@@ -1,0 +1,228 @@
+//! Process life of a node: data-directory lock, engine start, the role
+//! threads (session cores, checkpointer, metrics), signals and clean
+//! shutdown.
+//!
+//! Thread layout (DESIGN.md section 1), pinned from the config's core map:
+//! - `session-N`: one compio (io_uring) runtime each, its own
+//!   `SO_REUSEPORT` listener on the client port, one task per connection;
+//! - `wal-flusher`: group commit (started by [`crate::wal::Wal`]);
+//! - `checkpointer`: periodic and WAL-volume triggered checkpoints;
+//! - `metrics`: the HTTP exporter; `signals`: SIGTERM/SIGINT.
+//!
+//! Shutdown (SIGTERM, SIGINT or the SHUTDOWN command): new commands are
+//! refused, in-flight commands finish (bounded wait), the engine
+//! checkpoints and marks the control file clean, the process exits 0.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::config::{Config, SyncCommit};
+use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data directory {dir} is in use by another tandem process{holder}")]
+    DirLocked { dir: String, holder: String },
+    #[error("cannot use data directory {dir}: {source}")]
+    Dir { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("cannot start thread {name}: {source}")]
+    Thread { name: String, source: std::io::Error },
+}
+
+/// Why the node is stopping.
+#[derive(Clone, Copy, Debug)]
+pub enum StopReason {
+    Signal(i32),
+    ShutdownCommand,
+}
+
+/// State shared by all session cores.
+pub struct Node {
+    pub config: Config,
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    synchronous_commit: AtomicU8,
+    shutting_down: AtomicBool,
+    in_flight: AtomicUsize,
+    pub connections: AtomicUsize,
+    pub started: Instant,
+    stop_tx: Sender<StopReason>,
+}
+
+impl Node {
+    pub fn synchronous_commit(&self) -> SyncCommit {
+        match self.synchronous_commit.load(Ordering::Relaxed) {
+            0 => SyncCommit::Off,
+            _ => SyncCommit::Local,
+        }
+    }
+
+    pub fn set_synchronous_commit(&self, level: SyncCommit) {
+        self.synchronous_commit.store(level as u8, Ordering::Relaxed);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub fn request_stop(&self, reason: StopReason) {
+        let _ = self.stop_tx.try_send(reason);
+    }
+
+    /// Marks a command batch as running; shutdown waits for the guard.
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+}
+
+pub struct InFlight(Arc<Node>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Takes an exclusive lock on `<dir>/lock` (flock), held while the
+/// process lives; writes our pid into it for the next one's message.
+fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {
+    let d = dir.display().to_string();
+    std::fs::create_dir_all(dir).map_err(|source| NodeError::Dir { dir: d.clone(), source })?;
+    let path = dir.join("lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| NodeError::Dir { dir: d.clone(), source })?;
+    if !crate::io::try_lock_exclusive(file.as_raw_fd()) {
+        let holder = std::fs::read_to_string(&path)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .map(|pid| format!(" (pid {pid})"))
+            .unwrap_or_default();
+        return Err(NodeError::DirLocked { dir: d, holder });
+    }
+    let _ = file.set_len(0);
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
+}
+
+fn spawn(name: String, core: Option<usize>, f: impl FnOnce() + Send + 'static) -> Result<(), NodeError> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            if let Some(core) = core {
+                core_affinity::set_for_current(core_affinity::CoreId { id: core });
+            }
+            f()
+        })
+        .map(|_| ())
+        .map_err(|source| NodeError::Thread { name, source })
+}
+
+/// Runs a node until it is told to stop; returns after a clean shutdown.
+pub fn run(config: Config) -> Result<(), NodeError> {
+    let _lock = lock_data_dir(&config.data_dir)?;
+    tracing::info!(core_map = %config.core_map, "core map");
+    let engine = Engine::open(&EngineConfig {
+        data_dir: config.data_dir.clone(),
+        buffer_pool_pages: (config.buffer_pool_bytes / crate::page::PAGE_BYTES as u64) as usize,
+        wal_segment_bytes: config.wal_segment_bytes,
+        wal_segments_ahead: config.wal_segments_ahead,
+        data_extend_pages: config.data_extend_pages,
+        flusher_core: Some(config.core_map.wal_flusher),
+    })?;
+    let (stop_tx, stop_rx) = bounded(4);
+    let node = Arc::new(Node {
+        synchronous_commit: AtomicU8::new(config.synchronous_commit as u8),
+        config,
+        engine: engine.clone(),
+        metrics: Arc::new(Metrics::new()),
+        shutting_down: AtomicBool::new(false),
+        in_flight: AtomicUsize::new(0),
+        connections: AtomicUsize::new(0),
+        started: Instant::now(),
+        stop_tx,
+    });
+    if let Some(addr) = node.config.metrics_listen {
+        let bound = crate::metrics::serve(addr, node.metrics.clone(), engine.clone())
+            .map_err(|source| NodeError::Listen { addr: addr.to_string(), source })?;
+        tracing::info!(%bound, "metrics listening");
+    }
+    crate::server::listener::start(&node)?;
+    let (ckpt_stop_tx, ckpt_stop_rx) = bounded::<()>(1);
+    start_checkpointer(&node, ckpt_stop_rx)?;
+    start_signal_thread(&node)?;
+    tracing::info!(
+        listen = %node.config.listen, data_dir = %node.config.data_dir.display(),
+        system_id = %engine.system_id(), "ready to accept connections"
+    );
+    let reason = stop_rx.recv().unwrap_or(StopReason::ShutdownCommand);
+    shutdown(&node, reason, &ckpt_stop_tx, &stop_rx)
+}
+
+fn shutdown(
+    node: &Arc<Node>,
+    reason: StopReason,
+    ckpt_stop: &Sender<()>,
+    _stop_rx: &Receiver<StopReason>,
+) -> Result<(), NodeError> {
+    tracing::info!(?reason, "shutting down: finishing in-flight commands");
+    node.shutting_down.store(true, Ordering::Release);
+    let _ = ckpt_stop.try_send(());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let end = node.engine.shutdown()?;
+    tracing::info!(wal_end = %end, "shut down cleanly");
+    Ok(())
+}
+
+fn start_checkpointer(node: &Arc<Node>, stop: Receiver<()>) -> Result<(), NodeError> {
+    let engine = node.engine.clone();
+    let interval = Duration::from_secs(node.config.checkpoint_interval_secs);
+    let wal_bytes = node.config.checkpoint_wal_bytes;
+    spawn("checkpointer".into(), Some(node.config.core_map.background), move || {
+        let mut last = Instant::now();
+        // Polls WAL volume once a second; the interval is the upper bound.
+        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_secs(1)) {
+            let behind = engine.wal().inserted().bytes_since(engine.redo_lsn());
+            if last.elapsed() < interval && behind < wal_bytes {
+                continue;
+            }
+            if let Err(e) = engine.checkpoint() {
+                tracing::error!(error = %e, "checkpoint failed");
+            }
+            last = Instant::now();
+        }
+    })
+}
+
+fn start_signal_thread(node: &Arc<Node>) -> Result<(), NodeError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|source| NodeError::Thread { name: "signals".into(), source })?;
+    let node = node.clone();
+    spawn("signals".into(), None, move || {
+        if let Some(sig) = signals.forever().next() {
+            node.request_stop(StopReason::Signal(sig));
+        }
+    })
+}

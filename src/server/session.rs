@@ -1,0 +1,520 @@
+//! One client connection: read, parse, execute, wait for durability,
+//! reply. Runs as a task on a session core's compio runtime.
+//!
+//! Pipelining and group commit: all complete requests in a read are
+//! executed first, then the session waits once for the highest LSN any of
+//! them needs (its commits, and the commits of pages its reads touched),
+//! then writes all replies. No reply leaves before what it reports is
+//! durable under the session's `synchronous_commit` (`off`: no wait).
+//!
+//! Invariants: a request over the limits, or bytes that are not RESP, get
+//! one error reply and the connection is closed (the stream cannot be
+//! resynchronised); nothing on input panics.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use compio::io::{AsyncRead, AsyncWriteExt};
+use compio::net::TcpStream;
+
+use super::command::{write_command_reply, Command, CommandError};
+use super::exec;
+use super::glob::{glob_match, glob_match_nocase};
+use super::info;
+use super::listener::ConnectionGuard;
+use super::resp::{
+    write_array_header, write_bulk, write_error, write_integer, write_map_header, write_null,
+    write_simple, OwnedArgs, Protocol, RequestLimits, RequestParser,
+};
+use crate::config::{limits, SyncCommit};
+use crate::engine::{btree, EngineError};
+use crate::ids::Lsn;
+use crate::node::{Node, StopReason};
+
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+const READ_BYTES: usize = 64 * 1024;
+
+/// Tells a connection over `connections_max` why, then closes it.
+pub async fn refuse(mut stream: TcpStream, _guard: ConnectionGuard) {
+    let _ = stream.write_all(b"-ERR max number of clients reached\r\n".to_vec()).await;
+}
+
+struct Session {
+    node: Arc<Node>,
+    id: u64,
+    protocol: Protocol,
+    authenticated: bool,
+    name: Vec<u8>,
+    /// Commands queued by MULTI; `Some` while a transaction is open.
+    multi: Option<Vec<OwnedArgs>>,
+    /// A queued command failed to parse: EXEC must abort.
+    multi_failed: bool,
+    /// Per-connection `synchronous_commit` (CONFIG SET on a connection
+    /// sets the node's; this is for `CLIENT`-level overrides later).
+    sync_commit: Option<SyncCommit>,
+    scan_cursors: VecDeque<(u64, Vec<u8>)>,
+    next_cursor: u64,
+    closing: bool,
+    stop_after_reply: bool,
+}
+
+/// Serves one connection until the peer closes, QUIT, or a protocol error.
+pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()> {
+    let mut session = Session {
+        authenticated: node.config.requirepass.is_none(),
+        node,
+        id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+        protocol: Protocol::Resp2,
+        name: Vec::new(),
+        multi: None,
+        multi_failed: false,
+        sync_commit: None,
+        scan_cursors: VecDeque::new(),
+        next_cursor: 1,
+        closing: false,
+        stop_after_reply: false,
+    };
+    let limits = RequestLimits {
+        args_max: limits::ARGS_MAX,
+        bulk_bytes_max: session.node.config.request_bytes_max,
+        inline_bytes_max: limits::INLINE_BYTES_MAX,
+        request_bytes_max: session.node.config.request_bytes_max + 4096,
+    };
+    let mut parser = RequestParser::new(limits);
+    let mut read_buf: Vec<u8> = Vec::with_capacity(READ_BYTES);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_BYTES);
+    loop {
+        read_buf.clear();
+        let compio::BufResult(res, buf) = stream.read(read_buf).await;
+        read_buf = buf;
+        let n = res?;
+        if n == 0 {
+            return Ok(());
+        }
+        parser.feed(&read_buf[..n]);
+        let started = Instant::now();
+        let in_flight = session.node.enter();
+        let mut wait = Lsn::ZERO;
+        let mut wrote = false;
+        loop {
+            match parser.next_request() {
+                Ok(Some(args)) => {
+                    session.node.metrics.commands.inc();
+                    let (lsn, w) = session.dispatch(&args.to_owned_args(), &mut out);
+                    wait = wait.max(lsn);
+                    wrote |= w;
+                    if session.closing {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    write_error(&mut out, &e.to_string());
+                    session.closing = true;
+                    break;
+                }
+            }
+        }
+        if session.effective_sync_commit() == SyncCommit::Local && wait > Lsn::ZERO {
+            if let Err(e) = session.node.engine.wal().wait_flushed(wait).await {
+                // The replies claim durability we no longer have: send none.
+                out.clear();
+                write_error(&mut out, &format!("ERR WAL write failed, nothing after the last acknowledged write is durable: {e}"));
+                session.closing = true;
+            }
+        }
+        if wrote {
+            let m = &session.node.metrics;
+            m.commit_latency_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        drop(in_flight);
+        if !out.is_empty() {
+            let compio::BufResult(res, buf) = stream.write_all(std::mem::take(&mut out)).await;
+            out = buf;
+            out.clear();
+            res?;
+        }
+        if session.stop_after_reply {
+            session.node.request_stop(StopReason::ShutdownCommand);
+        }
+        if session.closing {
+            return Ok(());
+        }
+    }
+}
+
+impl Session {
+    fn effective_sync_commit(&self) -> SyncCommit {
+        self.sync_commit.unwrap_or_else(|| self.node.synchronous_commit())
+    }
+
+    /// Runs one request; returns the LSN its reply must wait for and
+    /// whether it wrote.
+    fn dispatch(&mut self, owned: &OwnedArgs, out: &mut Vec<u8>) -> (Lsn, bool) {
+        let args = owned.as_args();
+        let cmd = match Command::parse(args) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                if self.multi.is_some() {
+                    self.multi_failed = true;
+                }
+                write_error(out, &e.to_string());
+                return (Lsn::ZERO, false);
+            }
+        };
+        if !self.authenticated && !matches!(cmd, Command::Auth { .. } | Command::Hello { .. } | Command::Quit) {
+            write_error(out, &CommandError::NoAuth.to_string());
+            return (Lsn::ZERO, false);
+        }
+        if self.multi.is_some() && !matches!(cmd, Command::Exec | Command::Discard | Command::Multi | Command::Quit) {
+            if matches!(cmd, Command::Wait { .. } | Command::Shutdown) {
+                self.multi_failed = true;
+                write_error(out, &CommandError::NotAllowedInMulti.to_string());
+            } else if let Some(q) = self.multi.as_mut() {
+                q.push(owned.clone());
+                write_simple(out, "QUEUED");
+            }
+            return (Lsn::ZERO, false);
+        }
+        if exec::is_data_command(&cmd) {
+            return self.run_single(cmd, out);
+        }
+        self.run_control(cmd, out)
+    }
+
+    /// Runs data commands as one transaction; one reply per command, or
+    /// one error reply if the transaction aborted. Returns the LSN to wait
+    /// for and whether it wrote.
+    fn run_data(&mut self, cmds: &[Command<'_>], replies: &mut Vec<Vec<u8>>) -> Result<(Lsn, bool), String> {
+        if self.node.is_shutting_down() {
+            return Err("ERR server is shutting down".into());
+        }
+        for cmd in cmds {
+            exec::check_limits(cmd).map_err(|e| engine_error_reply(&e))?;
+        }
+        let proto = self.protocol;
+        let start = replies.len();
+        let result = self.node.engine.execute(|tx| {
+            for cmd in cmds {
+                let mut r = Vec::new();
+                exec::run(tx, cmd, &mut r, proto)?;
+                replies.push(r);
+            }
+            Ok(())
+        });
+        match result {
+            Ok(outcome) => {
+                if outcome.wrote {
+                    self.node.metrics.commits.inc();
+                }
+                Ok((outcome.wait_lsn, outcome.wrote))
+            }
+            Err(e) => {
+                replies.truncate(start);
+                if matches!(e, EngineError::DiskFull) {
+                    self.node.metrics.errors_disk_full.inc();
+                }
+                Err(engine_error_reply(&e))
+            }
+        }
+    }
+
+    fn run_single(&mut self, cmd: Command<'_>, out: &mut Vec<u8>) -> (Lsn, bool) {
+        let mut replies = Vec::with_capacity(1);
+        match self.run_data(&[cmd], &mut replies) {
+            Ok(r) => {
+                replies.iter().for_each(|x| out.extend_from_slice(x));
+                r
+            }
+            Err(msg) => {
+                write_error(out, &msg);
+                (Lsn::ZERO, false)
+            }
+        }
+    }
+
+    fn run_control(&mut self, cmd: Command<'_>, out: &mut Vec<u8>) -> (Lsn, bool) {
+        let proto = self.protocol;
+        match cmd {
+            Command::Ping { message: None } => write_simple(out, "PONG"),
+            Command::Ping { message: Some(m) } | Command::Echo { message: m } => write_bulk(out, m),
+            Command::Auth { username, password } => match self.check_auth(username, password) {
+                Ok(()) => write_simple(out, "OK"),
+                Err(e) => write_error(out, &e.to_string()),
+            },
+            Command::Hello { protocol, auth, client_name } => {
+                if let Some((user, pass)) = auth {
+                    if let Err(e) = self.check_auth(Some(user), pass) {
+                        write_error(out, &e.to_string());
+                        return (Lsn::ZERO, false);
+                    }
+                }
+                if !self.authenticated {
+                    write_error(out, &CommandError::HelloNoAuth.to_string());
+                    return (Lsn::ZERO, false);
+                }
+                if let Some(p) = protocol {
+                    self.protocol = p;
+                }
+                if let Some(n) = client_name {
+                    self.name = n.to_vec();
+                }
+                self.write_hello(out);
+            }
+            Command::Info { sections } => {
+                let wanted: Vec<String> =
+                    sections.iter().map(|s| String::from_utf8_lossy(s).to_ascii_lowercase()).collect();
+                let text = info::render(&self.node, &wanted);
+                write_bulk(out, text.as_bytes());
+            }
+            Command::Role => info::write_role(&self.node, out),
+            Command::ClientSetName { name } => {
+                self.name = name.to_vec();
+                write_simple(out, "OK");
+            }
+            Command::ClientGetName => {
+                if self.name.is_empty() {
+                    write_null(out, proto)
+                } else {
+                    write_bulk(out, &self.name)
+                }
+            }
+            Command::ClientId => write_integer(out, self.id as i64),
+            Command::ClientInfo => {
+                let line = format!(
+                    "id={} name={} db=0 resp={}\n",
+                    self.id,
+                    String::from_utf8_lossy(&self.name),
+                    proto.version()
+                );
+                write_bulk(out, line.as_bytes());
+            }
+            Command::Command(q) => write_command_reply(out, proto, &q),
+            Command::ConfigGet { patterns } => self.config_get(patterns.iter().collect(), out),
+            Command::ConfigSet { pairs } => self.config_set(pairs.pairs().collect(), out),
+            Command::Multi => {
+                if self.multi.is_some() {
+                    write_error(out, &CommandError::NestedMulti.to_string());
+                } else {
+                    self.multi = Some(Vec::new());
+                    self.multi_failed = false;
+                    write_simple(out, "OK");
+                }
+            }
+            Command::Discard => {
+                if self.multi.take().is_some() {
+                    write_simple(out, "OK");
+                } else {
+                    write_error(out, &CommandError::DiscardWithoutMulti.to_string());
+                }
+            }
+            Command::Exec => return self.exec(out),
+            Command::Quit => {
+                write_simple(out, "OK");
+                self.closing = true;
+            }
+            Command::Shutdown => {
+                // Like Redis, no reply: the connection closes as the node stops.
+                self.stop_after_reply = true;
+                self.closing = true;
+            }
+            Command::Wait { .. } => write_integer(out, 0), // no standbys yet
+            Command::Select => write_simple(out, "OK"),
+            Command::Scan { cursor, pattern, count, .. } => return self.scan(cursor, pattern, count, out),
+            _ => write_error(out, "ERR command not handled"),
+        }
+        (Lsn::ZERO, false)
+    }
+
+    fn exec(&mut self, out: &mut Vec<u8>) -> (Lsn, bool) {
+        let Some(queued) = self.multi.take() else {
+            write_error(out, &CommandError::ExecWithoutMulti.to_string());
+            return (Lsn::ZERO, false);
+        };
+        if std::mem::take(&mut self.multi_failed) {
+            write_error(out, &CommandError::ExecAbort.to_string());
+            return (Lsn::ZERO, false);
+        }
+        let mut cmds = Vec::with_capacity(queued.len());
+        for q in &queued {
+            match Command::parse(q.as_args()) {
+                Ok(c) => cmds.push(c),
+                Err(e) => {
+                    write_error(out, &e.to_string());
+                    return (Lsn::ZERO, false);
+                }
+            }
+        }
+        // Data commands run as one record group; the others (PING, INFO,
+        // SCAN...) reply in place, after it, in their queued positions.
+        let data: Vec<Command<'_>> = cmds.iter().copied().filter(exec::is_data_command).collect();
+        let mut data_replies = Vec::with_capacity(data.len());
+        let (lsn, wrote) = match self.run_data(&data, &mut data_replies) {
+            Ok(r) => r,
+            Err(msg) => {
+                write_error(out, &format!("EXECABORT transaction aborted, nothing was written: {msg}"));
+                return (Lsn::ZERO, false);
+            }
+        };
+        let mut data_replies = data_replies.into_iter();
+        let mut wait = lsn;
+        write_array_header(out, cmds.len());
+        for cmd in cmds {
+            if exec::is_data_command(&cmd) {
+                out.extend_from_slice(&data_replies.next().unwrap_or_default());
+            } else {
+                wait = wait.max(self.run_control(cmd, out).0);
+            }
+        }
+        (wait, wrote)
+    }
+
+    fn check_auth(&mut self, username: Option<&[u8]>, password: &[u8]) -> Result<(), CommandError> {
+        let Some(expected) = self.node.config.requirepass.as_deref() else {
+            return Err(CommandError::AuthNotConfigured);
+        };
+        let user_ok = username.is_none_or(|u| u == b"default");
+        if user_ok && constant_time_eq(expected.as_bytes(), password) {
+            self.authenticated = true;
+            Ok(())
+        } else {
+            Err(CommandError::WrongPass)
+        }
+    }
+
+    fn write_hello(&self, out: &mut Vec<u8>) {
+        let p = self.protocol;
+        write_map_header(out, p, 7);
+        write_bulk(out, b"server");
+        write_bulk(out, b"tandem");
+        write_bulk(out, b"version");
+        write_bulk(out, env!("CARGO_PKG_VERSION").as_bytes());
+        write_bulk(out, b"proto");
+        write_integer(out, p.version());
+        write_bulk(out, b"id");
+        write_integer(out, self.id as i64);
+        write_bulk(out, b"mode");
+        write_bulk(out, b"standalone");
+        write_bulk(out, b"role");
+        write_bulk(out, b"master");
+        write_bulk(out, b"modules");
+        write_array_header(out, 0);
+    }
+
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        let c = &self.node.config;
+        vec![
+            ("synchronous_commit", self.node.synchronous_commit().as_str().to_string()),
+            ("requirepass", c.requirepass.clone().unwrap_or_default()),
+            ("maxclients", c.connections_max.to_string()),
+            ("appendonly", "yes".to_string()),
+            ("save", String::new()),
+            ("proto-max-bulk-len", c.request_bytes_max.to_string()),
+            ("buffer_pool_bytes", c.buffer_pool_bytes.to_string()),
+            ("wal_segment_bytes", c.wal_segment_bytes.to_string()),
+            ("checkpoint_interval_secs", c.checkpoint_interval_secs.to_string()),
+        ]
+    }
+
+    fn config_get(&self, patterns: Vec<&[u8]>, out: &mut Vec<u8>) {
+        let matched: Vec<(&str, String)> = self
+            .settings()
+            .into_iter()
+            .filter(|(name, _)| patterns.iter().any(|p| glob_match_nocase(p, name.as_bytes())))
+            .collect();
+        write_map_header(out, self.protocol, matched.len());
+        for (name, value) in matched {
+            write_bulk(out, name.as_bytes());
+            write_bulk(out, value.as_bytes());
+        }
+    }
+
+    fn config_set(&mut self, pairs: Vec<(&[u8], &[u8])>, out: &mut Vec<u8>) {
+        for (name, value) in &pairs {
+            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+            let value = String::from_utf8_lossy(value).to_string();
+            let ok = match name.as_str() {
+                "synchronous_commit" => SyncCommit::parse(&value).map(|v| self.node.set_synchronous_commit(v)).is_some(),
+                _ => {
+                    write_error(out, &format!("ERR Unknown option or number of arguments for CONFIG SET - '{name}'"));
+                    return;
+                }
+            };
+            if !ok {
+                write_error(out, &format!("ERR CONFIG SET failed (possibly related to argument '{name}') - argument must be one of: off, local"));
+                return;
+            }
+        }
+        write_simple(out, "OK");
+    }
+
+    fn scan(&mut self, cursor: u64, pattern: Option<&[u8]>, count: usize, out: &mut Vec<u8>) -> (Lsn, bool) {
+        let start = if cursor == 0 {
+            Vec::new()
+        } else {
+            match self.scan_cursors.iter().position(|(id, _)| *id == cursor) {
+                Some(i) => self.scan_cursors.remove(i).map(|(_, k)| k).unwrap_or_default(),
+                None => {
+                    write_error(out, &CommandError::InvalidCursor.to_string());
+                    return (Lsn::ZERO, false);
+                }
+            }
+        };
+        let count = count.clamp(1, 10_000);
+        let result = self.node.engine.execute(|tx| btree::scan(tx, &start, count));
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                write_error(out, &engine_error_reply(&e));
+                return (Lsn::ZERO, false);
+            }
+        };
+        let (keys, more) = outcome.value;
+        let next = match (more, keys.last()) {
+            (true, Some(last)) => {
+                let mut successor = last.clone();
+                successor.push(0);
+                let id = self.next_cursor;
+                self.next_cursor += 1;
+                if self.scan_cursors.len() >= limits::SCAN_CURSORS_MAX {
+                    self.scan_cursors.pop_front();
+                }
+                self.scan_cursors.push_back((id, successor));
+                id
+            }
+            _ => 0,
+        };
+        let shown: Vec<&Vec<u8>> = keys
+            .iter()
+            .filter(|k| pattern.is_none_or(|p| p == b"*" || glob_match(p, k)))
+            .collect();
+        write_array_header(out, 2);
+        write_bulk(out, next.to_string().as_bytes());
+        write_array_header(out, shown.len());
+        for k in shown {
+            write_bulk(out, k);
+        }
+        (outcome.wait_lsn, false)
+    }
+}
+
+/// Compares secrets without an early exit on the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Error reply text for an engine error.
+pub fn engine_error_reply(e: &EngineError) -> String {
+    match e {
+        EngineError::DiskFull => "ERR disk full: no space left on the data directory; nothing was written".into(),
+        EngineError::Corrupt(p) => format!("ERR data corruption: {p}; the page is not served"),
+        EngineError::KeyTooLarge { len, max } => format!("ERR key of {len} bytes exceeds the maximum of {max} bytes"),
+        EngineError::ValueTooLarge { len, max } => {
+            format!("ERR value of {len} bytes exceeds the maximum of {max} bytes")
+        }
+        EngineError::ShuttingDown => "ERR server is shutting down".into(),
+        other => format!("ERR {other}"),
+    }
+}
