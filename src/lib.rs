@@ -1,1 +1,3 @@
 //! tandem: a replicated primary/standby storage node on io_uring.
+
+pub mod server;

@@ -1,0 +1,1 @@
+//! Command parsing (in progress).

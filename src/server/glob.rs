@@ -1,0 +1,1 @@
+//! Glob matching (in progress).
