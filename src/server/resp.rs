@@ -174,7 +174,7 @@ pub fn format_i64(value: i64, scratch: &mut [u8; 20]) -> &[u8] {
 
 /// The arguments of one request (command name first), borrowed from the
 /// parser's buffer or from an [`OwnedArgs`]. Cheap to copy and to slice.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Args<'a> {
     buf: &'a [u8],
     ranges: &'a [Range<usize>],
