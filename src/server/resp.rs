@@ -380,7 +380,15 @@ impl RequestParser {
 
     /// Bytes received but not yet returned as part of a request.
     pub fn pending_bytes(&self) -> usize {
-        self.buf.len() - self.start
+        self.buf.len() - self.unreturned_start()
+    }
+
+    /// First byte not yet returned in a request.
+    fn unreturned_start(&self) -> usize {
+        match self.state {
+            State::Start => self.pos,
+            State::Header { .. } | State::Payload { .. } => self.start,
+        }
     }
 
     /// The next complete request, `Ok(None)` if more bytes are needed.
@@ -422,7 +430,7 @@ impl RequestParser {
 
     /// Cheap reset when every byte has been consumed.
     fn reclaim_consumed(&mut self) {
-        if self.state == State::Start && self.start == self.buf.len() {
+        if self.state == State::Start && self.pos == self.buf.len() {
             self.buf.clear();
             self.start = 0;
             self.pos = 0;
@@ -1166,6 +1174,13 @@ mod tests {
                 strings(&["QUIT"])
             ]
         );
+        assert_eq!(parser.pending_bytes(), 0);
+        parser.feed(b"PING\r\nPI");
+        assert_eq!(parser.pending_bytes(), 8);
+        assert_eq!(parser.next_request().unwrap().unwrap().len(), 1);
+        assert_eq!(parser.pending_bytes(), 2);
+        parser.feed(b"NG\r\n");
+        assert_eq!(parser.next_request().unwrap().unwrap().len(), 1);
         assert_eq!(parser.pending_bytes(), 0);
         parser.feed(b"PI");
         assert_eq!(parser.next_request(), Ok(None));
