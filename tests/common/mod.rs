@@ -1,0 +1,179 @@
+//! Test harness: start real `tandem node` processes on free loopback
+//! ports in temporary directories, wait until they answer, and stop them
+//! (also when a test fails: `Drop` kills the process).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn tandem_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tandem"))
+}
+
+/// A loopback port that was free a moment ago (bind to port 0, read it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct NodeProc {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub extra: Vec<String>,
+}
+
+impl NodeProc {
+    /// Starts a node on `data_dir` with extra flags, waits for PING.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> NodeProc {
+        let mut n = NodeProc {
+            child: None,
+            port: free_port(),
+            metrics_port: free_port(),
+            data_dir: data_dir.to_path_buf(),
+            log: data_dir.with_extension("log"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        n.spawn();
+        n
+    }
+
+    /// (Re)starts the process on the same ports and directory.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(tandem_bin())
+            .arg("node")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--repl-listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tandem");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Polls PING until the node answers (bounded: 30 s), or panics with
+    /// the log if the process died.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("tandem exited with {status} during start:\n{}", self.log_text());
+                }
+            }
+            if let Ok(mut s) = TcpStream::connect(self.addr()) {
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                if s.write_all(b"PING\r\n").is_ok() {
+                    let mut line = String::new();
+                    let _ = BufReader::new(&s).read_line(&mut line);
+                    if line.starts_with("+PONG") || line.starts_with("-NOAUTH") {
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "tandem did not answer:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe_free_kill(c.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the process to exit by itself (e.g. after SHUTDOWN).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    pub fn scrape_metrics(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn unsafe_free_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// Runs `redis-cli` against a node with the given arguments; returns stdout.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli must be installed (apt-get install redis-tools)");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
