@@ -2,5 +2,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod ids;
+pub mod io;
 pub mod page;
 pub mod wal;
