@@ -1,0 +1,554 @@
+//! The io_uring file layer: the only place in tandem with `unsafe` code.
+//!
+//! A [`Ring`] is one io_uring instance owned by one thread (it is `Send` but
+//! not `Sync`: every call takes `&mut self`). Its helpers are synchronous:
+//! they submit, wait for every completion they caused, and only then return,
+//! so a buffer borrowed by a call is never touched by the kernel after the
+//! call returns. That is the whole ownership story behind the `// SAFETY:`
+//! comments below.
+//!
+//! Who uses it:
+//! - the WAL flusher thread (`wal::flusher`): [`Ring::write_and_sync`], one
+//!   linked chain of writes followed by fdatasyncs per group commit;
+//! - the WAL segment preparer (`wal::segment`): zero-filling new segments;
+//! - later the buffer pool: [`Ring::read_pages`] and [`Ring::write_batch`].
+//!
+//! Invariants:
+//! - At most `entries` operations are in flight; a batch larger than the
+//!   ring is run in rounds, and in a linked batch the fdatasyncs are only
+//!   submitted in a round that also holds (or follows) every write, because
+//!   the operations run in the order given and the syncs come last.
+//! - Short reads and writes are resumed from where they stopped. In a linked
+//!   chain a short write cancels the rest of the chain (`ECANCELED`); the
+//!   cancelled operations are simply submitted again in the next round, so a
+//!   sync never completes before every write before it has.
+//! - An error comes back as an `io::Error` of the original kind whose inner
+//!   error is an [`OpError`] naming the operation, fd and offset; use
+//!   [`raw_os_error`] to get the errno (e.g. to tell `ENOSPC` apart).
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+/// Default submission queue depth: enough for a group commit touching a few
+/// segment files, or a batch of page reads, in one round.
+pub const RING_ENTRIES_DEFAULT: u32 = 64;
+/// One read or write operation moves at most this many bytes; larger buffers
+/// are done in several rounds (the kernel caps a single I/O near 2 GiB).
+const OP_BYTES_MAX: usize = 1 << 30;
+/// Rounds in a row that make no progress (all cancelled, `EINTR`, `EAGAIN`)
+/// before a call gives up with the last error.
+const STALLED_ROUNDS_MAX: u32 = 64;
+/// Retries of `io_uring_enter` after `EINTR`/`EAGAIN`/`EBUSY` while waiting
+/// for the completions of one round.
+const ENTER_RETRIES_MAX: u32 = 10_000;
+
+/// Which operation failed, on which file, where.
+#[derive(Debug)]
+pub struct OpError {
+    pub op: &'static str,
+    pub fd: RawFd,
+    pub offset: u64,
+    pub source: io::Error,
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "io_uring {} on fd {} at offset {}: {}",
+            self.op, self.fd, self.offset, self.source
+        )
+    }
+}
+
+impl std::error::Error for OpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn op_error(op: &'static str, fd: RawFd, offset: u64, source: io::Error) -> io::Error {
+    io::Error::new(
+        source.kind(),
+        OpError {
+            op,
+            fd,
+            offset,
+            source,
+        },
+    )
+}
+
+/// The errno behind an error from this module (or a plain OS error).
+pub fn raw_os_error(e: &io::Error) -> Option<i32> {
+    if let Some(code) = e.raw_os_error() {
+        return Some(code);
+    }
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<OpError>())
+        .and_then(|op| op.source.raw_os_error())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Write,
+    Read,
+    Fdatasync,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Write => "write",
+            Kind::Read => "read",
+            Kind::Fdatasync => "fdatasync",
+        }
+    }
+}
+
+/// One operation of a batch and how far it got. `ptr`/`len` describe a
+/// buffer borrowed by the public method that built the op.
+struct Op {
+    kind: Kind,
+    fd: RawFd,
+    ptr: *mut u8,
+    len: usize,
+    offset: u64,
+    done_bytes: usize,
+    finished: bool,
+}
+
+impl Op {
+    fn write(fd: RawFd, offset: u64, buf: &[u8]) -> Op {
+        Op {
+            kind: Kind::Write,
+            fd,
+            // Never written through: the kernel only reads a write's buffer.
+            ptr: buf.as_ptr().cast_mut(),
+            len: buf.len(),
+            offset,
+            done_bytes: 0,
+            finished: buf.is_empty(),
+        }
+    }
+
+    fn read(fd: RawFd, offset: u64, buf: &mut [u8]) -> Op {
+        Op {
+            kind: Kind::Read,
+            fd,
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            offset,
+            done_bytes: 0,
+            finished: buf.is_empty(),
+        }
+    }
+
+    fn fdatasync(fd: RawFd) -> Op {
+        Op {
+            kind: Kind::Fdatasync,
+            fd,
+            ptr: std::ptr::null_mut(),
+            len: 0,
+            offset: 0,
+            done_bytes: 0,
+            finished: false,
+        }
+    }
+
+    fn entry(&self, user_data: u64) -> squeue::Entry {
+        let remaining = (self.len - self.done_bytes).min(OP_BYTES_MAX) as u32;
+        let offset = self.offset + self.done_bytes as u64;
+        let fd = types::Fd(self.fd);
+        match self.kind {
+            Kind::Write => {
+                // SAFETY: pointer arithmetic stays inside the borrowed buffer:
+                // done_bytes < len while the op is unfinished.
+                let buf = unsafe { self.ptr.add(self.done_bytes) };
+                opcode::Write::new(fd, buf, remaining)
+                    .offset(offset)
+                    .build()
+            }
+            Kind::Read => {
+                // SAFETY: as above, done_bytes < len.
+                let buf = unsafe { self.ptr.add(self.done_bytes) };
+                opcode::Read::new(fd, buf, remaining).offset(offset).build()
+            }
+            Kind::Fdatasync => opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build(),
+        }
+        .user_data(user_data)
+    }
+
+    /// Applies a completion. `Ok(true)` means progress was made; `Ok(false)`
+    /// means the op must simply be submitted again.
+    fn complete(&mut self, res: i32) -> io::Result<bool> {
+        if res < 0 {
+            let errno = -res;
+            if errno == libc::ECANCELED || errno == libc::EINTR || errno == libc::EAGAIN {
+                return Ok(false);
+            }
+            return Err(self.error(io::Error::from_raw_os_error(errno)));
+        }
+        match self.kind {
+            Kind::Fdatasync => self.finished = true,
+            Kind::Write if res == 0 => {
+                return Err(self.error(io::Error::from(io::ErrorKind::WriteZero)));
+            }
+            // End of file: a read stays short.
+            Kind::Read if res == 0 => self.finished = true,
+            Kind::Write | Kind::Read => {
+                self.done_bytes += res as usize;
+                assert!(self.done_bytes <= self.len, "kernel moved more than asked");
+                self.finished = self.done_bytes == self.len;
+            }
+        }
+        Ok(true)
+    }
+
+    fn error(&self, source: io::Error) -> io::Error {
+        op_error(
+            self.kind.name(),
+            self.fd,
+            self.offset + self.done_bytes as u64,
+            source,
+        )
+    }
+}
+
+/// One io_uring instance, used by one thread at a time.
+pub struct Ring {
+    uring: IoUring,
+    entries: usize,
+    /// Set when `io_uring_enter` failed in a way that may leave entries in
+    /// the submission queue; the ring then refuses further work.
+    broken: bool,
+    /// Not `Sync`: the submission queue is single-producer.
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl Ring {
+    pub fn new(entries: u32) -> io::Result<Ring> {
+        let uring = IoUring::new(entries)?;
+        let entries = uring.params().sq_entries() as usize;
+        Ok(Ring {
+            uring,
+            entries,
+            broken: false,
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// Writes all of `buf` at `offset`.
+    pub fn write_all_at(&mut self, fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut ops = [Op::write(fd, offset, buf)];
+        self.run(&mut ops, false)
+    }
+
+    /// Reads into `buf` from `offset`; returns the bytes read, fewer than
+    /// `buf.len()` only at end of file.
+    pub fn read_at(&mut self, fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut ops = [Op::read(fd, offset, buf)];
+        self.run(&mut ops, false)?;
+        Ok(ops[0].done_bytes)
+    }
+
+    pub fn fdatasync(&mut self, fd: RawFd) -> io::Result<()> {
+        let mut ops = [Op::fdatasync(fd)];
+        self.run(&mut ops, false)
+    }
+
+    /// Writes every `(fd, offset, bytes)` and then fdatasyncs every fd in
+    /// `sync`, all as one linked chain: one submission covers a whole group
+    /// commit, and each sync runs only after every write before it succeeded.
+    pub fn write_and_sync(
+        &mut self,
+        writes: &[(RawFd, u64, &[u8])],
+        sync: &[RawFd],
+    ) -> io::Result<()> {
+        let mut ops: Vec<Op> = writes
+            .iter()
+            .map(|&(fd, offset, buf)| Op::write(fd, offset, buf))
+            .chain(sync.iter().map(|&fd| Op::fdatasync(fd)))
+            .collect();
+        self.run(&mut ops, !sync.is_empty())
+    }
+
+    /// Writes every `(fd, offset, bytes)`, unlinked (they may run in parallel).
+    pub fn write_batch(&mut self, writes: &[(RawFd, u64, &[u8])]) -> io::Result<()> {
+        let mut ops: Vec<Op> = writes
+            .iter()
+            .map(|&(fd, offset, buf)| Op::write(fd, offset, buf))
+            .collect();
+        self.run(&mut ops, false)
+    }
+
+    /// Reads every `(fd, buffer, offset)`; returns the bytes read into each,
+    /// short only at end of file.
+    pub fn read_batch(&mut self, reads: &mut [(RawFd, &mut [u8], u64)]) -> io::Result<Vec<usize>> {
+        let mut ops: Vec<Op> = reads
+            .iter_mut()
+            .map(|(fd, buf, offset)| Op::read(*fd, *offset, buf))
+            .collect();
+        self.run(&mut ops, false)?;
+        Ok(ops.iter().map(|op| op.done_bytes).collect())
+    }
+
+    /// Reads several pages of one file: `(buffer, offset)` each. Returns the
+    /// bytes read into each (short only at end of file).
+    pub fn read_pages(
+        &mut self,
+        fd: RawFd,
+        pages: &mut [(&mut [u8], u64)],
+    ) -> io::Result<Vec<usize>> {
+        let mut ops: Vec<Op> = pages
+            .iter_mut()
+            .map(|(buf, offset)| Op::read(fd, *offset, buf))
+            .collect();
+        self.run(&mut ops, false)?;
+        Ok(ops.iter().map(|op| op.done_bytes).collect())
+    }
+
+    /// Runs `ops` to completion in rounds of at most `entries` operations.
+    /// With `linked`, each round is one IO_LINK chain in the given order.
+    fn run(&mut self, ops: &mut [Op], linked: bool) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other(
+                "io_uring ring is broken by an earlier enter failure",
+            ));
+        }
+        let mut stalled_rounds = 0u32;
+        loop {
+            let round: Vec<usize> = (0..ops.len())
+                .filter(|&i| !ops[i].finished)
+                .take(self.entries)
+                .collect();
+            if round.is_empty() {
+                return Ok(());
+            }
+            let progressed = self.run_round(ops, &round, linked)?;
+            if progressed {
+                stalled_rounds = 0;
+            } else {
+                stalled_rounds += 1;
+                if stalled_rounds >= STALLED_ROUNDS_MAX {
+                    let op = &ops[round[0]];
+                    return Err(op.error(io::Error::other("no progress after repeated retries")));
+                }
+            }
+        }
+    }
+
+    /// Submits the ops named by `round`, waits for all their completions,
+    /// and returns whether any made progress, or the first hard error.
+    fn run_round(&mut self, ops: &mut [Op], round: &[usize], linked: bool) -> io::Result<bool> {
+        debug_assert!(round.len() <= self.entries);
+        {
+            let mut sq = self.uring.submission();
+            for (n, &i) in round.iter().enumerate() {
+                let mut entry = ops[i].entry(i as u64);
+                if linked && n + 1 < round.len() {
+                    entry = entry.flags(squeue::Flags::IO_LINK);
+                }
+                // SAFETY: the entry points into a buffer borrowed by the
+                // public method that built `ops` for the whole call; this
+                // function does not return (or aborts the process, see
+                // `wait_for`) before the kernel has posted a completion for
+                // every entry pushed here, so the kernel never touches the
+                // buffer after the borrow ends. The queue has room: a round
+                // holds at most `entries` ops and the previous round drained.
+                let pushed = unsafe { sq.push(&entry) };
+                assert!(pushed.is_ok(), "submission queue full in an empty ring");
+            }
+            sq.sync();
+        }
+        self.wait_for(round.len())?;
+        let mut progressed = false;
+        let mut first_error = None;
+        let completions: Vec<(u64, i32)> = self
+            .uring
+            .completion()
+            .map(|cqe| (cqe.user_data(), cqe.result()))
+            .collect();
+        assert_eq!(
+            completions.len(),
+            round.len(),
+            "completions do not match the round"
+        );
+        for (user_data, res) in completions {
+            let op = ops
+                .get_mut(user_data as usize)
+                .unwrap_or_else(|| panic!("completion for unknown op {user_data}"));
+            match op.complete(res) {
+                Ok(p) => progressed |= p,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(progressed),
+        }
+    }
+
+    /// Submits what is queued and waits until `want` completions are in the
+    /// completion queue (which holds nothing else: every round drains it).
+    fn wait_for(&mut self, want: usize) -> io::Result<()> {
+        let mut retries = 0u32;
+        loop {
+            let ready = self.uring.completion().len();
+            if ready >= want {
+                return Ok(());
+            }
+            match self.uring.submit_and_wait(want - ready) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+                    ) && retries < ENTER_RETRIES_MAX =>
+                {
+                    retries += 1;
+                }
+                Err(e) => {
+                    let unsubmitted = self.uring.submission().len();
+                    let in_flight = want - unsubmitted;
+                    if in_flight > self.uring.completion().len() {
+                        // Buffers borrowed by the caller are still owned by
+                        // the kernel; returning would let them be freed
+                        // under a running I/O. This is not recoverable.
+                        eprintln!(
+                            "io_uring_enter failed with {in_flight} operations in flight: {e}"
+                        );
+                        std::process::abort();
+                    }
+                    self.broken = true;
+                    return Err(op_error("io_uring_enter", -1, 0, e));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::OpenOptions;
+    use std::os::fd::AsRawFd;
+
+    fn temp_file(dir: &tempfile::TempDir, name: &str) -> std::fs::File {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join(name))
+            .unwrap()
+    }
+
+    #[test]
+    fn write_then_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = temp_file(&dir, "a");
+        let mut ring = Ring::new(8).unwrap();
+        let data: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+        ring.write_all_at(f.as_raw_fd(), &data, 100).unwrap();
+        ring.fdatasync(f.as_raw_fd()).unwrap();
+        let mut back = vec![0u8; 20_000];
+        assert_eq!(ring.read_at(f.as_raw_fd(), &mut back, 100).unwrap(), 20_000);
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn read_is_short_at_end_of_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = temp_file(&dir, "a");
+        let mut ring = Ring::new(8).unwrap();
+        ring.write_all_at(f.as_raw_fd(), &[7u8; 1000], 0).unwrap();
+        let mut back = vec![0u8; 4096];
+        assert_eq!(ring.read_at(f.as_raw_fd(), &mut back, 500).unwrap(), 500);
+        assert!(back[..500].iter().all(|&b| b == 7));
+        assert_eq!(ring.read_at(f.as_raw_fd(), &mut back, 5000).unwrap(), 0);
+    }
+
+    #[test]
+    fn write_and_sync_spans_files_and_more_ops_than_the_ring_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = temp_file(&dir, "a");
+        let b = temp_file(&dir, "b");
+        let mut ring = Ring::new(4).unwrap();
+        let chunks: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 3000]).collect();
+        let writes: Vec<(RawFd, u64, &[u8])> = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let fd = if i % 2 == 0 {
+                    a.as_raw_fd()
+                } else {
+                    b.as_raw_fd()
+                };
+                (fd, (i / 2 * 3000) as u64, c.as_slice())
+            })
+            .collect();
+        ring.write_and_sync(&writes, &[a.as_raw_fd(), b.as_raw_fd()])
+            .unwrap();
+        for (i, c) in chunks.iter().enumerate() {
+            let fd = if i % 2 == 0 {
+                a.as_raw_fd()
+            } else {
+                b.as_raw_fd()
+            };
+            let mut back = vec![0u8; 3000];
+            ring.read_at(fd, &mut back, (i / 2 * 3000) as u64).unwrap();
+            assert_eq!(&back, c);
+        }
+    }
+
+    #[test]
+    fn batches_of_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = temp_file(&dir, "pages");
+        let fd = f.as_raw_fd();
+        let mut ring = Ring::new(2).unwrap();
+        let pages: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i + 1; 8192]).collect();
+        let writes: Vec<(RawFd, u64, &[u8])> = pages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (fd, (i * 8192) as u64, p.as_slice()))
+            .collect();
+        ring.write_batch(&writes).unwrap();
+        let mut bufs = vec![vec![0u8; 8192]; 6];
+        let mut reads: Vec<(&mut [u8], u64)> = bufs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| (b.as_mut_slice(), (i * 8192) as u64))
+            .collect();
+        let lens = ring.read_pages(fd, &mut reads).unwrap();
+        assert_eq!(lens, vec![8192, 8192, 8192, 8192, 8192, 0]);
+        for (i, p) in pages.iter().enumerate() {
+            assert_eq!(&bufs[i], p);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_operation_and_keep_the_errno() {
+        let mut ring = Ring::new(4).unwrap();
+        let err = ring.write_all_at(-1, b"x", 42).unwrap_err();
+        assert_eq!(raw_os_error(&err), Some(libc::EBADF));
+        let text = err.to_string();
+        assert!(text.contains("write") && text.contains("42"), "{text}");
+        let err = ring.fdatasync(-1).unwrap_err();
+        assert!(err.to_string().contains("fdatasync"), "{err}");
+        // The ring stays usable after an operation error.
+        let dir = tempfile::tempdir().unwrap();
+        let f = temp_file(&dir, "a");
+        ring.write_all_at(f.as_raw_fd(), b"ok", 0).unwrap();
+    }
+}

@@ -1,0 +1,173 @@
+//! The group-commit flusher: the `wal-flusher` thread.
+//!
+//! Loop: wait (condvar, no timer) until something is pending; swap the
+//! pending buffer with the flusher's empty one (appenders keep appending
+//! into the other buffer meanwhile); write the batch with one
+//! [`Ring::write_and_sync`] chain, split at segment boundaries into one write
+//! per segment plus one fdatasync per segment file touched; publish the
+//! flushed LSN; wake every waiter it covers. While one fsync is in flight the
+//! next batch grows by itself, so the batch size follows the load and a
+//! lone client never waits for anything but its own write+fdatasync.
+//!
+//! A failed write or fdatasync fences the WAL (STYLE.md habit 6): the
+//! flusher records the error, wakes everyone with it and exits. The bytes of
+//! the failed batch are never reported durable.
+//!
+//! Segment files stay open in a small cache (`FILES_OPEN_MAX`), dropped once
+//! the flusher has moved past them.
+//!
+//! Measured on this machine (2 cores, kernel 6.18, virtio disk, ext4-like
+//! root fs; `cargo bench --bench wal_append`, see benches/wal_append.rs):
+//! see the table in the bench's module doc, which this summary copies:
+//! MEASUREMENTS_PLACEHOLDER
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::ids::{Lsn, SegmentNo};
+use crate::io::{Ring, RING_ENTRIES_DEFAULT};
+use crate::wal::segment::SegmentDir;
+use crate::wal::{Shared, WalError};
+
+/// Segment files the flusher keeps open. A batch touches at most a few
+/// (it is bounded by `buffer_bytes_max`), and files behind the flushed LSN
+/// are closed.
+const FILES_OPEN_MAX: usize = 8;
+
+/// Open segment files by number.
+struct FileCache {
+    segs: SegmentDir,
+    files: BTreeMap<SegmentNo, File>,
+}
+
+impl FileCache {
+    fn get(&mut self, segno: SegmentNo) -> Result<RawFd, WalError> {
+        if let Some(f) = self.files.get(&segno) {
+            return Ok(f.as_raw_fd());
+        }
+        let file = self.segs.open(segno)?;
+        let fd = file.as_raw_fd();
+        self.files.insert(segno, file);
+        Ok(fd)
+    }
+
+    /// Closes files of segments before `segno`, and the oldest ones beyond
+    /// `FILES_OPEN_MAX`.
+    fn retire_before(&mut self, segno: SegmentNo) {
+        self.files = self.files.split_off(&segno);
+        while self.files.len() > FILES_OPEN_MAX {
+            self.files.pop_first();
+        }
+    }
+}
+
+/// Body of the `wal-flusher` thread.
+pub(crate) fn run(shared: &Shared) {
+    if let Some(core) = shared.cfg.flusher_core {
+        pin_to(core);
+    }
+    let mut ring = match Ring::new(RING_ENTRIES_DEFAULT) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.fence(e);
+            let _ = shared.stopped.set(());
+            shared.wake_everyone();
+            return;
+        }
+    };
+    let mut files = FileCache {
+        segs: shared.segs.clone(),
+        files: BTreeMap::new(),
+    };
+    let mut batch: Vec<u8> = Vec::new();
+    loop {
+        batch.clear();
+        let (start, groups) = {
+            let mut p = shared.pending.lock();
+            while p.buf.is_empty() && !p.shutdown && shared.fence.get().is_none() {
+                shared.flusher_wake.wait(&mut p);
+            }
+            if p.buf.is_empty() || shared.fence.get().is_some() {
+                break;
+            }
+            std::mem::swap(&mut p.buf, &mut batch);
+            let start = p.buf_start;
+            p.buf_start = p.next;
+            (start, std::mem::take(&mut p.groups))
+        };
+        if let Err(e) = flush(shared, &mut ring, &mut files, start, &batch, groups) {
+            shared.fence(e);
+            break;
+        }
+    }
+    let _ = shared.stopped.set(());
+    shared.wake_everyone();
+}
+
+/// Writes and fdatasyncs `batch` (the bytes at `start`), then publishes.
+fn flush(
+    shared: &Shared,
+    ring: &mut Ring,
+    files: &mut FileCache,
+    start: Lsn,
+    batch: &[u8],
+    groups: u64,
+) -> io::Result<()> {
+    assert_eq!(
+        start.0,
+        shared.flushed.load(Ordering::Acquire),
+        "batch does not start at the flushed LSN"
+    );
+    let seg_bytes = shared.cfg.segment_bytes;
+    let mut writes: Vec<(RawFd, u64, &[u8])> = Vec::with_capacity(2);
+    let mut syncs: Vec<RawFd> = Vec::with_capacity(2);
+    let mut at = start;
+    let mut rest = batch;
+    files.retire_before(shared.segment_of(start));
+    while !rest.is_empty() {
+        let segno = shared.segment_of(at);
+        let in_seg = at.0 % seg_bytes;
+        let n = (seg_bytes - in_seg).min(rest.len() as u64) as usize;
+        let fd = files.get(segno).map_err(wal_to_io)?;
+        let (piece, tail) = rest.split_at(n);
+        writes.push((fd, in_seg, piece));
+        if !syncs.contains(&fd) {
+            syncs.push(fd);
+        }
+        rest = tail;
+        at = at.add(n as u64);
+    }
+    let began = Instant::now();
+    ring.write_and_sync(&writes, &syncs)?;
+    let took_us = began.elapsed().as_micros() as u64;
+    let m = &shared.metrics;
+    m.fsyncs.fetch_add(syncs.len() as u64, Ordering::Relaxed);
+    m.fsync_latency_us.record(took_us);
+    m.bytes_written
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    m.batches.fetch_add(1, Ordering::Relaxed);
+    m.batch_bytes.record(batch.len() as u64);
+    m.batch_groups.record(groups);
+    shared.publish_flushed(at);
+    // Appenders blocked on buffer_bytes_max re-check under the lock.
+    let _p = shared.pending.lock();
+    shared.space.notify_all();
+    Ok(())
+}
+
+fn wal_to_io(e: WalError) -> io::Error {
+    io::Error::other(e)
+}
+
+fn pin_to(core: usize) {
+    let pinned = core_affinity::get_core_ids()
+        .and_then(|ids| ids.into_iter().find(|c| c.id == core))
+        .is_some_and(core_affinity::set_for_current);
+    if !pinned {
+        tracing::warn!(core, "could not pin wal-flusher to its core");
+    }
+}
