@@ -102,8 +102,16 @@ impl CoreMap {
     pub fn default_for(cores: usize) -> CoreMap {
         let cores = cores.max(1);
         let last = cores - 1;
-        let sessions = if cores <= 2 { (0..cores).collect() } else { (0..last).collect() };
-        CoreMap { sessions, wal_flusher: last, background: 0 }
+        let sessions = if cores <= 2 {
+            (0..cores).collect()
+        } else {
+            (0..last).collect()
+        };
+        CoreMap {
+            sessions,
+            wal_flusher: last,
+            background: 0,
+        }
     }
 }
 
@@ -120,11 +128,21 @@ impl std::fmt::Display for CoreMap {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("invalid setting {key} = {value:?}: {reason}")]
-    Invalid { key: &'static str, value: String, reason: &'static str },
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     #[error("no data directory: pass --data-dir or set data_dir in the config file")]
     NoDataDir,
 }
@@ -151,13 +169,18 @@ pub mod limits {
 impl Config {
     pub fn from_file(path: &Path) -> Result<FileConfig, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
         toml::from_str(&text).map_err(|source| ConfigError::Parse { path: p, source })
     }
 
     /// Resolves file settings (already merged with flags) into a config.
     pub fn resolve(f: FileConfig) -> Result<Config, ConfigError> {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let mut core_map = CoreMap::default_for(cores);
         if let Some(n) = f.session_cores {
             core_map.sessions = (0..n.max(1)).map(|i| i % cores).collect();
@@ -174,7 +197,11 @@ impl Config {
             }
         }
         if core_map.sessions.is_empty() {
-            return Err(ConfigError::Invalid { key: "core_map.sessions", value: "[]".into(), reason: "needs at least one core" });
+            return Err(ConfigError::Invalid {
+                key: "core_map.sessions",
+                value: "[]".into(),
+                reason: "needs at least one core",
+            });
         }
         let synchronous_commit = match f.synchronous_commit {
             None => SyncCommit::Local,
@@ -184,7 +211,9 @@ impl Config {
                 reason: "expected off or local (remote levels come with replication)",
             })?,
         };
-        let wal_segment_bytes = f.wal_segment_bytes.unwrap_or(limits::WAL_SEGMENT_BYTES_DEFAULT);
+        let wal_segment_bytes = f
+            .wal_segment_bytes
+            .unwrap_or(limits::WAL_SEGMENT_BYTES_DEFAULT);
         if !wal_segment_bytes.is_power_of_two() || wal_segment_bytes < (64 << 10) {
             return Err(ConfigError::Invalid {
                 key: "wal_segment_bytes",
@@ -192,7 +221,9 @@ impl Config {
                 reason: "must be a power of two of at least 64 KiB",
             });
         }
-        let buffer_pool_bytes = f.buffer_pool_bytes.unwrap_or(limits::BUFFER_POOL_BYTES_DEFAULT);
+        let buffer_pool_bytes = f
+            .buffer_pool_bytes
+            .unwrap_or(limits::BUFFER_POOL_BYTES_DEFAULT);
         if buffer_pool_bytes < 16 * 8192 {
             return Err(ConfigError::Invalid {
                 key: "buffer_pool_bytes",
@@ -204,7 +235,9 @@ impl Config {
         Ok(Config {
             data_dir: f.data_dir.ok_or(ConfigError::NoDataDir)?,
             listen,
-            repl_listen: f.repl_listen.unwrap_or_else(|| ([127, 0, 0, 1], 7380).into()),
+            repl_listen: f
+                .repl_listen
+                .unwrap_or_else(|| ([127, 0, 0, 1], 7380).into()),
             metrics_listen: f.metrics_listen,
             name: f.name.unwrap_or_else(|| format!("node-{}", listen.port())),
             requirepass: f.requirepass.filter(|p| !p.is_empty()),
@@ -213,12 +246,22 @@ impl Config {
             buffer_pool_bytes,
             wal_segment_bytes,
             wal_segments_ahead: f.wal_segments_ahead.unwrap_or(2).max(1),
-            checkpoint_interval_secs: f.checkpoint_interval_secs.unwrap_or(limits::CHECKPOINT_INTERVAL_SECS_DEFAULT).max(1),
-            checkpoint_wal_bytes: f.checkpoint_wal_bytes.unwrap_or(limits::CHECKPOINT_WAL_BYTES_DEFAULT),
+            checkpoint_interval_secs: f
+                .checkpoint_interval_secs
+                .unwrap_or(limits::CHECKPOINT_INTERVAL_SECS_DEFAULT)
+                .max(1),
+            checkpoint_wal_bytes: f
+                .checkpoint_wal_bytes
+                .unwrap_or(limits::CHECKPOINT_WAL_BYTES_DEFAULT),
             core_map,
             connections_max: f.connections_max.unwrap_or(limits::CONNECTIONS_MAX_DEFAULT),
-            request_bytes_max: f.request_bytes_max.unwrap_or(limits::REQUEST_BYTES_MAX_DEFAULT),
-            data_extend_pages: f.data_extend_pages.unwrap_or(limits::DATA_EXTEND_PAGES_DEFAULT).max(1),
+            request_bytes_max: f
+                .request_bytes_max
+                .unwrap_or(limits::REQUEST_BYTES_MAX_DEFAULT),
+            data_extend_pages: f
+                .data_extend_pages
+                .unwrap_or(limits::DATA_EXTEND_PAGES_DEFAULT)
+                .max(1),
         })
     }
 }
@@ -229,16 +272,25 @@ mod tests {
 
     #[test]
     fn default_core_map_shares_two_cores_and_splits_more() {
-        assert_eq!(CoreMap::default_for(2), CoreMap { sessions: vec![0, 1], wal_flusher: 1, background: 0 });
+        assert_eq!(
+            CoreMap::default_for(2),
+            CoreMap {
+                sessions: vec![0, 1],
+                wal_flusher: 1,
+                background: 0
+            }
+        );
         assert_eq!(CoreMap::default_for(8).sessions, (0..7).collect::<Vec<_>>());
     }
 
     #[test]
     fn toml_keys_parse_and_bad_values_are_refused() {
-        let f: FileConfig = toml::from_str("data_dir = \"/tmp/x\"\nsynchronous_commit = \"off\"\n").unwrap();
+        let f: FileConfig =
+            toml::from_str("data_dir = \"/tmp/x\"\nsynchronous_commit = \"off\"\n").unwrap();
         let c = Config::resolve(f).unwrap();
         assert_eq!(c.synchronous_commit, SyncCommit::Off);
-        let f: FileConfig = toml::from_str("data_dir = \"/x\"\nsynchronous_commit = \"maybe\"\n").unwrap();
+        let f: FileConfig =
+            toml::from_str("data_dir = \"/x\"\nsynchronous_commit = \"maybe\"\n").unwrap();
         assert!(Config::resolve(f).is_err());
         assert!(toml::from_str::<FileConfig>("no_such_key = 1\n").is_err());
     }

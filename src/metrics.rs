@@ -59,14 +59,26 @@ impl Metrics {
             m.commit_latency_seconds.clone(),
         );
         registry.register("commands", "Commands executed", m.commands.clone());
-        registry.register("connections", "Open client connections", m.connections.clone());
-        registry.register("connections_accepted", "Client connections accepted", m.connections_accepted.clone());
+        registry.register(
+            "connections",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted",
+            m.connections_accepted.clone(),
+        );
         registry.register(
             "connections_rejected",
             "Client connections refused by connections_max",
             m.connections_rejected.clone(),
         );
-        registry.register("errors_disk_full", "Writes refused for lack of disk space", m.errors_disk_full.clone());
+        registry.register(
+            "errors_disk_full",
+            "Writes refused for lack of disk space",
+            m.errors_disk_full.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -80,20 +92,55 @@ impl Metrics {
             out.truncate(stripped.len());
         }
         let pool = engine.pool_stats();
-        counter(&mut out, "tandem_buffer_pool_hits_total", "Page lookups found in the pool", pool.hits.load(Ordering::Relaxed));
-        counter(&mut out, "tandem_buffer_pool_misses_total", "Page lookups read from disk", pool.misses.load(Ordering::Relaxed));
-        counter(&mut out, "tandem_buffer_pool_evictions_total", "Pages evicted", pool.evictions.load(Ordering::Relaxed));
-        counter(&mut out, "tandem_page_writes_total", "Pages written to the data file", pool.writes.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "tandem_buffer_pool_hits_total",
+            "Page lookups found in the pool",
+            pool.hits.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "tandem_buffer_pool_misses_total",
+            "Page lookups read from disk",
+            pool.misses.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "tandem_buffer_pool_evictions_total",
+            "Pages evicted",
+            pool.evictions.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "tandem_page_writes_total",
+            "Pages written to the data file",
+            pool.writes.load(Ordering::Relaxed),
+        );
         counter(
             &mut out,
             "tandem_page_checksum_failures_total",
             "Pages that failed verification when read",
             pool.checksum_failures.load(Ordering::Relaxed),
         );
-        counter(&mut out, "tandem_checkpoints_total", "Checkpoints completed", engine.checkpoints());
+        counter(
+            &mut out,
+            "tandem_checkpoints_total",
+            "Checkpoints completed",
+            engine.checkpoints(),
+        );
         let wal = engine.wal();
-        gauge(&mut out, "tandem_wal_flushed_lsn", "Durable end of the WAL", wal.flushed().0);
-        gauge(&mut out, "tandem_wal_inserted_lsn", "End of the WAL handed to the flusher", wal.inserted().0);
+        gauge(
+            &mut out,
+            "tandem_wal_flushed_lsn",
+            "Durable end of the WAL",
+            wal.flushed().0,
+        );
+        gauge(
+            &mut out,
+            "tandem_wal_inserted_lsn",
+            "End of the WAL handed to the flusher",
+            wal.inserted().0,
+        );
         wal.metrics().render_prometheus(&mut out);
         out.push_str("# EOF\n");
         out
@@ -101,16 +148,29 @@ impl Metrics {
 }
 
 pub fn counter(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = write!(out, "# HELP {name} {help}.\n# TYPE {name} counter\n{name} {v}\n");
+    let _ = write!(
+        out,
+        "# HELP {name} {help}.\n# TYPE {name} counter\n{name} {v}\n"
+    );
 }
 
 pub fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = write!(out, "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {v}\n");
+    let _ = write!(
+        out,
+        "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {v}\n"
+    );
 }
 
 /// A histogram from cumulative-ready bucket counts: `bounds[i]` is the
 /// upper bound of `counts[i]`; the last count is the +Inf bucket.
-pub fn histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], counts: &[u64], sum: f64) {
+pub fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    sum: f64,
+) {
     debug_assert_eq!(bounds.len() + 1, counts.len());
     let _ = write!(out, "# HELP {name} {help}.\n# TYPE {name} histogram\n");
     let mut acc = 0u64;
@@ -119,22 +179,35 @@ pub fn histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], count
         let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {acc}");
     }
     acc += counts.last().copied().unwrap_or(0);
-    let _ = write!(out, "{name}_bucket{{le=\"+Inf\"}} {acc}\n{name}_sum {sum}\n{name}_count {acc}\n");
+    let _ = write!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {acc}\n{name}_sum {sum}\n{name}_count {acc}\n"
+    );
 }
 
 /// Serves GET /metrics until the process exits. Runs on its own thread.
-pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>, engine: Arc<Engine>) -> std::io::Result<SocketAddr> {
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    engine: Arc<Engine>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    std::thread::Builder::new().name("metrics".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let _ = answer(stream, &metrics, &engine);
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = answer(stream, &metrics, &engine);
+            }
+        })?;
     Ok(bound)
 }
 
-fn answer(mut stream: std::net::TcpStream, metrics: &Metrics, engine: &Engine) -> std::io::Result<()> {
+fn answer(
+    mut stream: std::net::TcpStream,
+    metrics: &Metrics,
+    engine: &Engine,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     let mut req = [0u8; 2048];
     let mut n = 0;
@@ -149,7 +222,8 @@ fn answer(mut stream: std::net::TcpStream, metrics: &Metrics, engine: &Engine) -
         }
     }
     let head = &req[..n];
-    let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
+    let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?")
+    {
         ("200 OK", metrics.render(engine))
     } else {
         ("404 Not Found", "only GET /metrics is served\n".to_string())

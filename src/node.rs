@@ -36,9 +36,15 @@ pub enum NodeError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot start thread {name}: {source}")]
-    Thread { name: String, source: std::io::Error },
+    Thread {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 /// Why the node is stopping.
@@ -70,7 +76,8 @@ impl Node {
     }
 
     pub fn set_synchronous_commit(&self, level: SyncCommit) {
-        self.synchronous_commit.store(level as u8, Ordering::Relaxed);
+        self.synchronous_commit
+            .store(level as u8, Ordering::Relaxed);
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -100,7 +107,10 @@ impl Drop for InFlight {
 /// process lives; writes our pid into it for the next one's message.
 fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {
     let d = dir.display().to_string();
-    std::fs::create_dir_all(dir).map_err(|source| NodeError::Dir { dir: d.clone(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| NodeError::Dir {
+        dir: d.clone(),
+        source,
+    })?;
     let path = dir.join("lock");
     let mut file = OpenOptions::new()
         .read(true)
@@ -108,7 +118,10 @@ fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|source| NodeError::Dir { dir: d.clone(), source })?;
+        .map_err(|source| NodeError::Dir {
+            dir: d.clone(),
+            source,
+        })?;
     if !crate::io::try_lock_exclusive(file.as_raw_fd()) {
         let holder = std::fs::read_to_string(&path)
             .ok()
@@ -123,7 +136,11 @@ fn lock_data_dir(dir: &Path) -> Result<File, NodeError> {
     Ok(file)
 }
 
-fn spawn(name: String, core: Option<usize>, f: impl FnOnce() + Send + 'static) -> Result<(), NodeError> {
+fn spawn(
+    name: String,
+    core: Option<usize>,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<(), NodeError> {
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
@@ -161,8 +178,12 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         stop_tx,
     });
     if let Some(addr) = node.config.metrics_listen {
-        let bound = crate::metrics::serve(addr, node.metrics.clone(), engine.clone())
-            .map_err(|source| NodeError::Listen { addr: addr.to_string(), source })?;
+        let bound = crate::metrics::serve(addr, node.metrics.clone(), engine.clone()).map_err(
+            |source| NodeError::Listen {
+                addr: addr.to_string(),
+                source,
+            },
+        )?;
         tracing::info!(%bound, "metrics listening");
     }
     crate::server::listener::start(&node)?;
@@ -199,26 +220,36 @@ fn start_checkpointer(node: &Arc<Node>, stop: Receiver<()>) -> Result<(), NodeEr
     let engine = node.engine.clone();
     let interval = Duration::from_secs(node.config.checkpoint_interval_secs);
     let wal_bytes = node.config.checkpoint_wal_bytes;
-    spawn("checkpointer".into(), Some(node.config.core_map.background), move || {
-        let mut last = Instant::now();
-        // Polls WAL volume once a second; the interval is the upper bound.
-        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_secs(1)) {
-            let behind = engine.wal().inserted().bytes_since(engine.redo_lsn());
-            if last.elapsed() < interval && behind < wal_bytes {
-                continue;
+    spawn(
+        "checkpointer".into(),
+        Some(node.config.core_map.background),
+        move || {
+            let mut last = Instant::now();
+            // Polls WAL volume once a second; the interval is the upper bound.
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stop.recv_timeout(Duration::from_secs(1))
+            {
+                let behind = engine.wal().inserted().bytes_since(engine.redo_lsn());
+                if last.elapsed() < interval && behind < wal_bytes {
+                    continue;
+                }
+                if let Err(e) = engine.checkpoint() {
+                    tracing::error!(error = %e, "checkpoint failed");
+                }
+                last = Instant::now();
             }
-            if let Err(e) = engine.checkpoint() {
-                tracing::error!(error = %e, "checkpoint failed");
-            }
-            last = Instant::now();
-        }
-    })
+        },
+    )
 }
 
 fn start_signal_thread(node: &Arc<Node>) -> Result<(), NodeError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
-        .map_err(|source| NodeError::Thread { name: "signals".into(), source })?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(|source| {
+        NodeError::Thread {
+            name: "signals".into(),
+            source,
+        }
+    })?;
     let node = node.clone();
     spawn("signals".into(), None, move || {
         if let Some(sig) = signals.forever().next() {

@@ -21,36 +21,110 @@ fn strings_counters_and_multi_key_commands() {
     assert_eq!(c.get::<_, String>("a").unwrap(), "1");
     assert_eq!(c.get::<_, Option<String>>("missing").unwrap(), None);
     // NX / XX
-    let r: Option<String> = redis::cmd("SET").arg("a").arg("2").arg("NX").query(&mut c).unwrap();
+    let r: Option<String> = redis::cmd("SET")
+        .arg("a")
+        .arg("2")
+        .arg("NX")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(r, None);
-    let r: Option<String> = redis::cmd("SET").arg("b").arg("2").arg("XX").query(&mut c).unwrap();
+    let r: Option<String> = redis::cmd("SET")
+        .arg("b")
+        .arg("2")
+        .arg("XX")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(r, None);
-    let r: Option<String> = redis::cmd("SET").arg("a").arg("3").arg("XX").query(&mut c).unwrap();
+    let r: Option<String> = redis::cmd("SET")
+        .arg("a")
+        .arg("3")
+        .arg("XX")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(r.as_deref(), Some("OK"));
     assert_eq!(c.get::<_, String>("a").unwrap(), "3");
     // counters
     assert_eq!(c.incr::<_, _, i64>("n", 1).unwrap(), 1);
-    assert_eq!(redis::cmd("INCRBY").arg("n").arg(10).query::<i64>(&mut c).unwrap(), 11);
-    assert_eq!(redis::cmd("DECRBY").arg("n").arg(20).query::<i64>(&mut c).unwrap(), -9);
-    assert_eq!(redis::cmd("DECR").arg("n").query::<i64>(&mut c).unwrap(), -10);
+    assert_eq!(
+        redis::cmd("INCRBY")
+            .arg("n")
+            .arg(10)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        11
+    );
+    assert_eq!(
+        redis::cmd("DECRBY")
+            .arg("n")
+            .arg(20)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        -9
+    );
+    assert_eq!(
+        redis::cmd("DECR").arg("n").query::<i64>(&mut c).unwrap(),
+        -10
+    );
     let err: RedisResult<i64> = redis::cmd("INCR").arg("a2").arg("x").query(&mut c);
-    assert!(err.unwrap_err().to_string().contains("wrong number of arguments"));
+    assert!(err
+        .unwrap_err()
+        .to_string()
+        .contains("wrong number of arguments"));
     let _: () = c.set("s", "abc").unwrap();
-    let err = redis::cmd("INCR").arg("s").query::<i64>(&mut c).unwrap_err();
+    let err = redis::cmd("INCR")
+        .arg("s")
+        .query::<i64>(&mut c)
+        .unwrap_err();
     assert!(err.to_string().contains("not an integer"), "{err}");
     let _: () = c.set("big", i64::MAX.to_string()).unwrap();
-    let err = redis::cmd("INCR").arg("big").query::<i64>(&mut c).unwrap_err();
+    let err = redis::cmd("INCR")
+        .arg("big")
+        .query::<i64>(&mut c)
+        .unwrap_err();
     assert!(err.to_string().contains("overflow"), "{err}");
     // MSET / MGET / EXISTS / DEL / DBSIZE
-    let _: () = redis::cmd("MSET").arg("k1").arg("v1").arg("k2").arg("v2").query(&mut c).unwrap();
-    let got: Vec<Option<String>> = redis::cmd("MGET").arg("k1").arg("nope").arg("k2").query(&mut c).unwrap();
+    let _: () = redis::cmd("MSET")
+        .arg("k1")
+        .arg("v1")
+        .arg("k2")
+        .arg("v2")
+        .query(&mut c)
+        .unwrap();
+    let got: Vec<Option<String>> = redis::cmd("MGET")
+        .arg("k1")
+        .arg("nope")
+        .arg("k2")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(got, vec![Some("v1".into()), None, Some("v2".into())]);
-    assert_eq!(redis::cmd("EXISTS").arg("k1").arg("k2").arg("zz").query::<i64>(&mut c).unwrap(), 2);
+    assert_eq!(
+        redis::cmd("EXISTS")
+            .arg("k1")
+            .arg("k2")
+            .arg("zz")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        2
+    );
     let before: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
-    assert_eq!(redis::cmd("DEL").arg("k1").arg("k2").arg("zz").query::<i64>(&mut c).unwrap(), 2);
-    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), before - 2);
+    assert_eq!(
+        redis::cmd("DEL")
+            .arg("k1")
+            .arg("k2")
+            .arg("zz")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(),
+        before - 2
+    );
     let err = redis::cmd("MSET").arg("x").query::<()>(&mut c).unwrap_err();
-    assert!(err.to_string().contains("wrong number of arguments"), "{err}");
+    assert!(
+        err.to_string().contains("wrong number of arguments"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -77,7 +151,10 @@ fn many_keys_split_pages_and_scan_returns_all_in_order() {
     let mut c = n.client();
     let mut pipe = redis::pipe();
     for i in 0..5000 {
-        pipe.cmd("SET").arg(format!("key:{i:05}")).arg(format!("value-{i}-{}", "x".repeat(50))).ignore();
+        pipe.cmd("SET")
+            .arg(format!("key:{i:05}"))
+            .arg(format!("value-{i}-{}", "x".repeat(50)))
+            .ignore();
     }
     let _: () = pipe.query(&mut c).unwrap();
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 5000);
@@ -86,8 +163,14 @@ fn many_keys_split_pages_and_scan_returns_all_in_order() {
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(keys, sorted, "SCAN walks the key order");
-    assert_eq!(c.get::<_, String>("key:04321").unwrap(), format!("value-4321-{}", "x".repeat(50)));
-    let err = redis::cmd("SCAN").arg("987654").query::<Value>(&mut c).unwrap_err();
+    assert_eq!(
+        c.get::<_, String>("key:04321").unwrap(),
+        format!("value-4321-{}", "x".repeat(50))
+    );
+    let err = redis::cmd("SCAN")
+        .arg("987654")
+        .query::<Value>(&mut c)
+        .unwrap_err();
     assert!(err.to_string().contains("invalid cursor"), "{err}");
 }
 
@@ -95,7 +178,12 @@ fn many_keys_split_pages_and_scan_returns_all_in_order() {
 fn multi_exec_is_one_transaction_and_discard_drops_it() {
     let (_d, n) = node();
     let mut c = n.client();
-    let (a, b): (i64, i64) = redis::pipe().atomic().incr("x", 5).incr("y", 7).query(&mut c).unwrap();
+    let (a, b): (i64, i64) = redis::pipe()
+        .atomic()
+        .incr("x", 5)
+        .incr("y", 7)
+        .query(&mut c)
+        .unwrap();
     assert_eq!((a, b), (5, 7));
     let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
     let q: String = redis::cmd("SET").arg("x").arg("100").query(&mut c).unwrap();
@@ -108,7 +196,9 @@ fn multi_exec_is_one_transaction_and_discard_drops_it() {
     let _: String = redis::cmd("INCR").arg("s").query(&mut c).unwrap();
     let _: String = redis::cmd("INCR").arg("x").query(&mut c).unwrap();
     let v: Value = redis::cmd("EXEC").query(&mut c).unwrap();
-    let Value::Array(items) = v else { panic!("EXEC reply {v:?}") };
+    let Value::Array(items) = v else {
+        panic!("EXEC reply {v:?}")
+    };
     assert!(matches!(items[0], Value::ServerError(_)));
     assert_eq!(items[1], Value::Int(6));
     // A syntax error while queueing aborts EXEC.
@@ -116,7 +206,11 @@ fn multi_exec_is_one_transaction_and_discard_drops_it() {
     assert!(redis::cmd("GET").query::<Value>(&mut c).is_err());
     let err = redis::cmd("EXEC").query::<Value>(&mut c).unwrap_err();
     assert!(err.to_string().contains("EXECABORT"), "{err}");
-    assert!(redis::cmd("EXEC").query::<Value>(&mut c).unwrap_err().to_string().contains("without MULTI"));
+    assert!(redis::cmd("EXEC")
+        .query::<Value>(&mut c)
+        .unwrap_err()
+        .to_string()
+        .contains("without MULTI"));
 }
 
 #[test]
@@ -124,29 +218,87 @@ fn connection_commands_info_role_config_and_unknown() {
     let (_d, n) = node();
     let mut c = n.client();
     assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
-    assert_eq!(redis::cmd("ECHO").arg("hi").query::<String>(&mut c).unwrap(), "hi");
-    let _: () = redis::cmd("CLIENT").arg("SETNAME").arg("tester").query(&mut c).unwrap();
-    assert_eq!(redis::cmd("CLIENT").arg("GETNAME").query::<String>(&mut c).unwrap(), "tester");
+    assert_eq!(
+        redis::cmd("ECHO")
+            .arg("hi")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "hi"
+    );
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("tester")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        redis::cmd("CLIENT")
+            .arg("GETNAME")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "tester"
+    );
     let info: String = redis::cmd("INFO").query(&mut c).unwrap();
-    for field in ["role:primary", "timeline:1", "flush_lsn:", "applied_lsn:", "connected_standbys:0", "# Persistence"] {
+    for field in [
+        "role:primary",
+        "timeline:1",
+        "flush_lsn:",
+        "applied_lsn:",
+        "connected_standbys:0",
+        "# Persistence",
+    ] {
         assert!(info.contains(field), "INFO lacks {field}:\n{info}");
     }
     let role: Value = redis::cmd("ROLE").query(&mut c).unwrap();
     let Value::Array(r) = role else { panic!() };
     assert_eq!(r[0], Value::BulkString(b"master".to_vec()));
-    let cfg: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("synchronous_commit").query(&mut c).unwrap();
-    assert_eq!(cfg, vec!["synchronous_commit".to_string(), "local".to_string()]);
-    let _: () = redis::cmd("CONFIG").arg("SET").arg("synchronous_commit").arg("off").query(&mut c).unwrap();
-    let cfg: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("synchronous_commit").query(&mut c).unwrap();
+    let cfg: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("synchronous_commit")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        cfg,
+        vec!["synchronous_commit".to_string(), "local".to_string()]
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("synchronous_commit")
+        .arg("off")
+        .query(&mut c)
+        .unwrap();
+    let cfg: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("synchronous_commit")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(cfg[1], "off");
-    assert!(redis::cmd("CONFIG").arg("SET").arg("synchronous_commit").arg("bogus").query::<()>(&mut c).is_err());
-    let err = redis::cmd("FOO").arg("bar").query::<()>(&mut c).unwrap_err();
+    assert!(redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("synchronous_commit")
+        .arg("bogus")
+        .query::<()>(&mut c)
+        .is_err());
+    let err = redis::cmd("FOO")
+        .arg("bar")
+        .query::<()>(&mut c)
+        .unwrap_err();
     assert!(err.to_string().contains("unknown command 'FOO'"), "{err}");
     let err = redis::cmd("GET").query::<()>(&mut c).unwrap_err();
-    assert!(err.to_string().contains("wrong number of arguments for 'get'"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("wrong number of arguments for 'get'"),
+        "{err}"
+    );
     let n_cmds: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
     assert!(n_cmds > 20);
-    assert_eq!(redis::cmd("WAIT").arg(0).arg(0).query::<i64>(&mut c).unwrap(), 0);
+    assert_eq!(
+        redis::cmd("WAIT")
+            .arg(0)
+            .arg(0)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        0
+    );
 }
 
 #[test]
@@ -157,11 +309,21 @@ fn resp3_hello_and_auth() {
     assert!(out.contains("NOAUTH"), "{out}");
     let out = redis_cli(n.port, &["-a", "wrong", "--no-auth-warning", "GET", "x"]);
     assert!(out.contains("WRONGPASS"), "{out}");
-    let out = redis_cli(n.port, &["-a", "s3cret", "--no-auth-warning", "SET", "x", "1"]);
+    let out = redis_cli(
+        n.port,
+        &["-a", "s3cret", "--no-auth-warning", "SET", "x", "1"],
+    );
     assert_eq!(out.trim(), "OK");
-    let out = redis_cli(n.port, &["-3", "-a", "s3cret", "--no-auth-warning", "HELLO", "3"]);
+    let out = redis_cli(
+        n.port,
+        &["-3", "-a", "s3cret", "--no-auth-warning", "HELLO", "3"],
+    );
     assert!(out.contains("tandem") && out.contains("proto"), "{out}");
-    let client = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/?protocol=resp3", n.port)).unwrap();
+    let client = redis::Client::open(format!(
+        "redis://:s3cret@127.0.0.1:{}/?protocol=resp3",
+        n.port
+    ))
+    .unwrap();
     let mut c = client.get_connection().unwrap();
     assert_eq!(c.get::<_, Option<String>>("nope").unwrap(), None);
     assert_eq!(c.get::<_, String>("x").unwrap(), "1");
@@ -197,7 +359,8 @@ fn oversized_and_malformed_requests_get_errors_and_the_node_survives() {
     assert!(reply.starts_with("-ERR Protocol error"), "{reply}");
     // A bulk longer than the request limit is refused before it is read.
     let mut s = std::net::TcpStream::connect(n.addr()).unwrap();
-    s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$999999999\r\n").unwrap();
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$999999999\r\n")
+        .unwrap();
     let k = s.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..k]).starts_with("-ERR Protocol error"));
     let mut c = n.client();

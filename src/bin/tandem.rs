@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use tandem::config::{Config, FileConfig};
 
 #[derive(Parser)]
-#[command(name = "tandem", version, about = "A replicated primary/standby storage node on io_uring")]
+#[command(
+    name = "tandem",
+    version,
+    about = "A replicated primary/standby storage node on io_uring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -69,8 +73,17 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
         ($($field:ident),*) => { $( if args.$field.is_some() { f.$field = args.$field; } )* };
     }
     over!(
-        data_dir, listen, repl_listen, metrics_listen, name, requirepass, synchronous_commit,
-        buffer_pool_bytes, wal_segment_bytes, checkpoint_interval_secs, session_cores,
+        data_dir,
+        listen,
+        repl_listen,
+        metrics_listen,
+        name,
+        requirepass,
+        synchronous_commit,
+        buffer_pool_bytes,
+        wal_segment_bytes,
+        checkpoint_interval_secs,
+        session_cores,
         connections_max
     );
     let config = Config::resolve(f)?;

@@ -51,7 +51,12 @@ fn descend(tx: &mut Tx<'_>, key: &[u8]) -> Result<(PageNo, Vec<PageNo>), EngineE
                 path.push(no);
                 no = child_of(p, key);
             }
-            other => return Err(EngineError::TreeCorrupt { page: no, found: other }),
+            other => {
+                return Err(EngineError::TreeCorrupt {
+                    page: no,
+                    found: other,
+                })
+            }
         }
         if path.len() > 64 {
             return Err(EngineError::Bug("tree deeper than 64 levels"));
@@ -61,7 +66,10 @@ fn descend(tx: &mut Tx<'_>, key: &[u8]) -> Result<(PageNo, Vec<PageNo>), EngineE
 
 pub fn check_key(key: &[u8]) -> Result<(), EngineError> {
     if key.len() > KEY_BYTES_MAX {
-        return Err(EngineError::KeyTooLarge { len: key.len(), max: KEY_BYTES_MAX });
+        return Err(EngineError::KeyTooLarge {
+            len: key.len(),
+            max: KEY_BYTES_MAX,
+        });
     }
     Ok(())
 }
@@ -82,12 +90,17 @@ fn read_value(tx: &mut Tx<'_>, stored: &[u8]) -> Result<Vec<u8>, EngineError> {
         Some(&INLINE) => Ok(stored[1..].to_vec()),
         Some(&OVERFLOW) if stored.len() == 9 => {
             let total = u32::from_le_bytes([stored[1], stored[2], stored[3], stored[4]]) as usize;
-            let mut no = PageNo(u32::from_le_bytes([stored[5], stored[6], stored[7], stored[8]]));
+            let mut no = PageNo(u32::from_le_bytes([
+                stored[5], stored[6], stored[7], stored[8],
+            ]));
             let mut out = Vec::with_capacity(total);
             while out.len() < total {
                 let p = tx.page(no)?;
                 if page::kind(p) != PageKind::Overflow {
-                    return Err(EngineError::TreeCorrupt { page: no, found: page::kind(p) });
+                    return Err(EngineError::TreeCorrupt {
+                        page: no,
+                        found: page::kind(p),
+                    });
                 }
                 let used = (page::aux(p) as usize).min(OVERFLOW_PAYLOAD_BYTES);
                 out.extend_from_slice(&p[HEADER_BYTES..HEADER_BYTES + used]);
@@ -97,7 +110,9 @@ fn read_value(tx: &mut Tx<'_>, stored: &[u8]) -> Result<Vec<u8>, EngineError> {
                 }
             }
             if out.len() != total {
-                return Err(EngineError::Bug("overflow chain length differs from its value"));
+                return Err(EngineError::Bug(
+                    "overflow chain length differs from its value",
+                ));
             }
             Ok(out)
         }
@@ -111,7 +126,9 @@ fn overflow_pages(tx: &mut Tx<'_>, stored: &[u8]) -> Result<Vec<PageNo>, EngineE
     if stored.first() != Some(&OVERFLOW) || stored.len() != 9 {
         return Ok(pages);
     }
-    let mut no = PageNo(u32::from_le_bytes([stored[5], stored[6], stored[7], stored[8]]));
+    let mut no = PageNo(u32::from_le_bytes([
+        stored[5], stored[6], stored[7], stored[8],
+    ]));
     while !no.is_none() {
         pages.push(no);
         if pages.len() > VALUE_BYTES_MAX / OVERFLOW_PAYLOAD_BYTES + 2 {
@@ -153,12 +170,17 @@ fn encode_value(tx: &mut Tx<'_>, key: &[u8], value: &[u8]) -> Result<Vec<u8>, En
 pub fn put(tx: &mut Tx<'_>, key: &[u8], value: &[u8]) -> Result<bool, EngineError> {
     check_key(key)?;
     if value.len() > VALUE_BYTES_MAX {
-        return Err(EngineError::ValueTooLarge { len: value.len(), max: VALUE_BYTES_MAX });
+        return Err(EngineError::ValueTooLarge {
+            len: value.len(),
+            max: VALUE_BYTES_MAX,
+        });
     }
     let (leaf, path) = descend(tx, key)?;
     let old = {
         let p = tx.page(leaf)?;
-        slotted::search(p, key).ok().map(|i| slotted::cell(p, i).1.to_vec())
+        slotted::search(p, key)
+            .ok()
+            .map(|i| slotted::cell(p, i).1.to_vec())
     };
     if let Some(old) = &old {
         for no in overflow_pages(tx, old)? {
@@ -169,7 +191,11 @@ pub fn put(tx: &mut Tx<'_>, key: &[u8], value: &[u8]) -> Result<bool, EngineErro
     }
     let stored = encode_value(tx, key, value)?;
     if slotted::can_put(tx.page(leaf)?, key, &stored) {
-        tx.log(&Record::LeafPut { page: leaf, key, value: &stored })?;
+        tx.log(&Record::LeafPut {
+            page: leaf,
+            key,
+            value: &stored,
+        })?;
     } else {
         split_leaf(tx, leaf, path, key, &stored)?;
     }
@@ -182,7 +208,9 @@ pub fn delete(tx: &mut Tx<'_>, key: &[u8]) -> Result<bool, EngineError> {
     let (leaf, _) = descend(tx, key)?;
     let old = {
         let p = tx.page(leaf)?;
-        slotted::search(p, key).ok().map(|i| slotted::cell(p, i).1.to_vec())
+        slotted::search(p, key)
+            .ok()
+            .map(|i| slotted::cell(p, i).1.to_vec())
     };
     let Some(old) = old else { return Ok(false) };
     for no in overflow_pages(tx, &old)? {
@@ -248,7 +276,13 @@ fn insert_into_parent(
     let child = right.0.to_le_bytes().to_vec();
     let Some(parent) = path.pop() else {
         let root = tx.allocate()?;
-        write_node(tx, root, PageKind::Internal, left, &vec![(separator, child)])?;
+        write_node(
+            tx,
+            root,
+            PageKind::Internal,
+            left,
+            &vec![(separator, child)],
+        )?;
         let meta = tx.meta_mut();
         meta.root = root;
         meta.height += 1;
@@ -275,19 +309,33 @@ fn insert_into_parent(
         promoted_child[2],
         promoted_child[3],
     ]));
-    write_node(tx, new_right, PageKind::Internal, right_leftmost, &right_cells)?;
+    write_node(
+        tx,
+        new_right,
+        PageKind::Internal,
+        right_leftmost,
+        &right_cells,
+    )?;
     write_node(tx, parent, PageKind::Internal, leftmost, &cells)?;
     insert_into_parent(tx, path, parent, promoted, new_right)
 }
 
 /// Up to `count` keys `>= start` in order, and whether more may follow.
-pub fn scan(tx: &mut Tx<'_>, start: &[u8], count: usize) -> Result<(Vec<Vec<u8>>, bool), EngineError> {
+pub fn scan(
+    tx: &mut Tx<'_>,
+    start: &[u8],
+    count: usize,
+) -> Result<(Vec<Vec<u8>>, bool), EngineError> {
     let (mut leaf, _) = descend(tx, start)?;
     let mut keys = Vec::with_capacity(count);
     let mut first = true;
     loop {
         let p = tx.page(leaf)?;
-        let from = if first { slotted::search(p, start).unwrap_or_else(|i| i) } else { 0 };
+        let from = if first {
+            slotted::search(p, start).unwrap_or_else(|i| i)
+        } else {
+            0
+        };
         first = false;
         for i in from..slotted::count(p) {
             if keys.len() == count {

@@ -105,7 +105,12 @@ impl BufferPool {
     }
 
     /// Replaces the page's content with a transaction's new version.
-    pub fn install(&mut self, no: PageNo, buf: &PageBuf, visible_lsn: Lsn) -> Result<(), PoolError> {
+    pub fn install(
+        &mut self,
+        no: PageNo,
+        buf: &PageBuf,
+        visible_lsn: Lsn,
+    ) -> Result<(), PoolError> {
         let idx = self.frame_of(no, false)?;
         let f = &mut self.frames[idx];
         f.buf.copy_from_slice(&buf[..]);
@@ -195,13 +200,22 @@ impl BufferPool {
 
     /// Pages dirty now, for a checkpoint.
     pub fn dirty_pages(&self) -> Vec<PageNo> {
-        self.frames.iter().filter(|f| f.dirty).map(|f| f.page).collect()
+        self.frames
+            .iter()
+            .filter(|f| f.dirty)
+            .map(|f| f.page)
+            .collect()
     }
 
     /// Highest `visible_lsn` among dirty frames: the WAL must be flushed
     /// this far before a checkpoint writes them.
     pub fn dirty_visible_lsn_max(&self) -> Lsn {
-        self.frames.iter().filter(|f| f.dirty).map(|f| f.visible_lsn).max().unwrap_or(Lsn::ZERO)
+        self.frames
+            .iter()
+            .filter(|f| f.dirty)
+            .map(|f| f.visible_lsn)
+            .max()
+            .unwrap_or(Lsn::ZERO)
     }
 
     /// Writes back the listed pages that are still dirty (buffered writes,
@@ -220,18 +234,24 @@ impl BufferPool {
         if idxs.is_empty() {
             return Ok(0);
         }
-        (self.flush_to)(visible_max)
-            .map_err(|reason| PoolError::WalFlush { page: self.frames[idxs[0]].page, reason })?;
+        (self.flush_to)(visible_max).map_err(|reason| PoolError::WalFlush {
+            page: self.frames[idxs[0]].page,
+            reason,
+        })?;
         for &idx in &idxs {
             page::seal(&mut self.frames[idx].buf);
         }
-        let batch: Vec<(PageNo, &[u8; PAGE_BYTES])> =
-            idxs.iter().map(|&i| (self.frames[i].page, &*self.frames[i].buf)).collect();
+        let batch: Vec<(PageNo, &[u8; PAGE_BYTES])> = idxs
+            .iter()
+            .map(|&i| (self.frames[i].page, &*self.frames[i].buf))
+            .collect();
         self.file.write_pages(&batch)?;
         for &idx in &idxs {
             self.frames[idx].dirty = false;
         }
-        self.stats.writes.fetch_add(idxs.len() as u64, Ordering::Relaxed);
+        self.stats
+            .writes
+            .fetch_add(idxs.len() as u64, Ordering::Relaxed);
         Ok(idxs.len())
     }
 
@@ -241,7 +261,11 @@ impl BufferPool {
 
     /// Reads a page straight from disk, bypassing the pool (for the
     /// offline page verifier and digests).
-    pub fn read_from_disk(&mut self, no: PageNo, buf: &mut [u8; PAGE_BYTES]) -> Result<(), DataFileError> {
+    pub fn read_from_disk(
+        &mut self,
+        no: PageNo,
+        buf: &mut [u8; PAGE_BYTES],
+    ) -> Result<(), DataFileError> {
         self.file.read_page(no, buf)
     }
 

@@ -54,13 +54,20 @@ pub struct ControlData {
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("control file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("control file {path}: neither slot is valid (both checksums fail); the data directory is damaged")]
     NoValidSlot { path: String },
     #[error("control file {path}: format version {found}, this build reads {FORMAT_VERSION}")]
     Version { path: String, found: u32 },
     #[error("control file {path}: page size {found}, this build uses {expected}")]
-    PageSize { path: String, found: u32, expected: u32 },
+    PageSize {
+        path: String,
+        found: u32,
+        expected: u32,
+    },
 }
 
 pub struct ControlFile {
@@ -103,7 +110,8 @@ fn decode(b: &[u8]) -> Option<Slot> {
         r.copy_from_slice(&b[at..at + 8]);
         u64::from_le_bytes(r)
     };
-    if b.len() != SLOT_BYTES || u32_at(0) != MAGIC || crc32c::crc32c(&b[..CRC_AT]) != u32_at(CRC_AT) {
+    if b.len() != SLOT_BYTES || u32_at(0) != MAGIC || crc32c::crc32c(&b[..CRC_AT]) != u32_at(CRC_AT)
+    {
         return None;
     }
     let state = match u32_at(28) {
@@ -131,9 +139,22 @@ fn decode(b: &[u8]) -> Option<Slot> {
 impl ControlFile {
     /// Creates a new control file (both slots written, fsynced).
     pub fn create(path: &Path, data: ControlData) -> Result<ControlFile, ControlError> {
-        let err = |source| ControlError::Io { path: path.display().to_string(), source };
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(err)?;
-        let mut cf = ControlFile { file, path: path.display().to_string(), sequence: 0, data };
+        let err = |source| ControlError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(err)?;
+        let mut cf = ControlFile {
+            file,
+            path: path.display().to_string(),
+            sequence: 0,
+            data,
+        };
         cf.write(data)?;
         cf.write(data)?;
         Ok(cf)
@@ -141,8 +162,15 @@ impl ControlFile {
 
     pub fn open(path: &Path) -> Result<ControlFile, ControlError> {
         let p = path.display().to_string();
-        let err = |source| ControlError::Io { path: p.clone(), source };
-        let file = OpenOptions::new().read(true).write(true).open(path).map_err(err)?;
+        let err = |source| ControlError::Io {
+            path: p.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(err)?;
         let mut buf = vec![0u8; 2 * SLOT_BYTES];
         let n = file.read_at(&mut buf, 0).map_err(err)?;
         buf.truncate(n);
@@ -152,7 +180,10 @@ impl ControlFile {
             .max_by_key(|s| s.sequence)
             .ok_or(ControlError::NoValidSlot { path: p.clone() })?;
         if best.version != FORMAT_VERSION {
-            return Err(ControlError::Version { path: p, found: best.version });
+            return Err(ControlError::Version {
+                path: p,
+                found: best.version,
+            });
         }
         if best.page_bytes != crate::page::PAGE_BYTES as u32 {
             return Err(ControlError::PageSize {
@@ -161,7 +192,12 @@ impl ControlFile {
                 expected: crate::page::PAGE_BYTES as u32,
             });
         }
-        Ok(ControlFile { file, path: p, sequence: best.sequence, data: best.data })
+        Ok(ControlFile {
+            file,
+            path: p,
+            sequence: best.sequence,
+            data: best.data,
+        })
     }
 
     pub fn data(&self) -> ControlData {
@@ -174,8 +210,13 @@ impl ControlFile {
         let sequence = self.sequence + 1;
         let slot = (sequence % 2) as u64;
         let bytes = encode(&data, sequence);
-        let err = |source| ControlError::Io { path: self.path.clone(), source };
-        self.file.write_all_at(&bytes, slot * SLOT_BYTES as u64).map_err(err)?;
+        let err = |source| ControlError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file
+            .write_all_at(&bytes, slot * SLOT_BYTES as u64)
+            .map_err(err)?;
         self.file.sync_data().map_err(err)?;
         self.sequence = sequence;
         self.data = data;
@@ -205,7 +246,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control");
         let mut cf = ControlFile::create(&path, sample()).unwrap();
-        let newer = ControlData { redo_lsn: Lsn(1000), ..sample() };
+        let newer = ControlData {
+            redo_lsn: Lsn(1000),
+            ..sample()
+        };
         cf.write(newer).unwrap();
         assert_eq!(ControlFile::open(&path).unwrap().data(), newer);
         // Tear the newest slot: the older one must be used.

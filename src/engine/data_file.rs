@@ -15,7 +15,10 @@ use crate::page::PAGE_BYTES;
 #[derive(Debug, thiserror::Error)]
 pub enum DataFileError {
     #[error("data file {op} failed: {source}")]
-    Io { op: &'static str, source: std::io::Error },
+    Io {
+        op: &'static str,
+        source: std::io::Error,
+    },
     #[error("no space left on the data directory's file system")]
     DiskFull,
 }
@@ -62,7 +65,10 @@ impl DataFile {
             if matches!(rc, libc::ENOSPC | libc::EDQUOT) {
                 return Err(DataFileError::DiskFull);
             }
-            return Err(DataFileError::Io { op: "fallocate", source: err });
+            return Err(DataFileError::Io {
+                op: "fallocate",
+                source: err,
+            });
         }
         self.allocated_pages = target;
         Ok(())
@@ -72,7 +78,11 @@ impl DataFile {
         self.allocated_pages
     }
 
-    pub fn read_page(&mut self, page: PageNo, buf: &mut [u8; PAGE_BYTES]) -> Result<(), DataFileError> {
+    pub fn read_page(
+        &mut self,
+        page: PageNo,
+        buf: &mut [u8; PAGE_BYTES],
+    ) -> Result<(), DataFileError> {
         let off = page.0 as u64 * PAGE_BYTES as u64;
         let n = self
             .ring
@@ -83,7 +93,10 @@ impl DataFile {
     }
 
     /// Writes sealed pages (buffered; made durable by [`DataFile::sync`]).
-    pub fn write_pages(&mut self, pages: &[(PageNo, &[u8; PAGE_BYTES])]) -> Result<(), DataFileError> {
+    pub fn write_pages(
+        &mut self,
+        pages: &[(PageNo, &[u8; PAGE_BYTES])],
+    ) -> Result<(), DataFileError> {
         let fd = self.file.as_raw_fd();
         let writes: Vec<(std::os::fd::RawFd, u64, &[u8])> = pages
             .iter()
@@ -93,7 +106,10 @@ impl DataFile {
             if source.raw_os_error() == Some(libc::ENOSPC) {
                 DataFileError::DiskFull
             } else {
-                DataFileError::Io { op: "write", source }
+                DataFileError::Io {
+                    op: "write",
+                    source,
+                }
             }
         })
     }
@@ -101,7 +117,10 @@ impl DataFile {
     pub fn sync(&mut self) -> Result<(), DataFileError> {
         self.ring
             .fdatasync(self.file.as_raw_fd())
-            .map_err(|source| DataFileError::Io { op: "fdatasync", source })
+            .map_err(|source| DataFileError::Io {
+                op: "fdatasync",
+                source,
+            })
     }
 }
 

@@ -139,7 +139,10 @@ pub struct Outcome<R> {
 }
 
 fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 impl Engine {
@@ -148,8 +151,12 @@ impl Engine {
     pub fn open(cfg: &EngineConfig) -> Result<Arc<Engine>, EngineError> {
         let control_path = cfg.data_dir.join("control");
         let wal_dir = cfg.data_dir.join("wal");
-        std::fs::create_dir_all(&wal_dir)
-            .map_err(|source| EngineError::DataFile(DataFileError::Io { op: "mkdir wal", source }))?;
+        std::fs::create_dir_all(&wal_dir).map_err(|source| {
+            EngineError::DataFile(DataFileError::Io {
+                op: "mkdir wal",
+                source,
+            })
+        })?;
         let mut control = if control_path.exists() {
             ControlFile::open(&control_path)?
         } else {
@@ -164,6 +171,7 @@ impl Engine {
                 created_us: now_us(),
             };
             tracing::info!(system_id = %data.system_id, "initialising a new cluster");
+            prepare_first_segment(&wal_dir, cfg.wal_segment_bytes)?;
             ControlFile::create(&control_path, data)?
         };
         let cd = control.data();
@@ -189,10 +197,15 @@ impl Engine {
         )?;
         let flush_wal = wal.clone();
         pool.set_flush_to(Box::new(move |lsn| {
-            flush_wal.wait_flushed_blocking(lsn).map_err(|e| e.to_string())
+            flush_wal
+                .wait_flushed_blocking(lsn)
+                .map_err(|e| e.to_string())
         }));
         let meta = crate::page::meta::Meta::read(pool.get(PageNo::META)?.0)?;
-        control.write(ControlData { state: NodeState::Running, ..cd })?;
+        control.write(ControlData {
+            state: NodeState::Running,
+            ..cd
+        })?;
         let pool_stats = pool.stats();
         let engine = Arc::new(Engine {
             state: Mutex::new(State {
@@ -252,7 +265,11 @@ impl Engine {
         let value = f(&mut tx)?;
         let out = tx.finish(now_us())?;
         if out.wal.is_empty() {
-            return Ok(Outcome { value, wait_lsn: out.read_visible, wrote: false });
+            return Ok(Outcome {
+                value,
+                wait_lsn: out.read_visible,
+                wrote: false,
+            });
         }
         if st.shutting_down {
             return Err(EngineError::ShuttingDown);
@@ -263,7 +280,11 @@ impl Engine {
             st.pool.install(*no, buf, end)?;
         }
         st.meta = out.meta;
-        Ok(Outcome { value, wait_lsn: end.max(out.read_visible), wrote: true })
+        Ok(Outcome {
+            value,
+            wait_lsn: end.max(out.read_visible),
+            wrote: true,
+        })
     }
 
     /// Fuzzy checkpoint: fixes a redo point, writes every page dirty at
@@ -291,8 +312,12 @@ impl Engine {
             ..cd
         })?;
         drop(control);
-        self.wal.recycle_before(redo);
-        self.checkpoints.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = self.wal.recycle_before(redo) {
+            // Not fatal: the segments stay until the next checkpoint.
+            tracing::warn!(error = %e, "recycling WAL segments failed");
+        }
+        self.checkpoints
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(%redo, pages = dirty.len(), "checkpoint done");
         Ok(redo)
     }
@@ -305,7 +330,11 @@ impl Engine {
         let end = self.wal.shutdown()?;
         let mut control = self.control.lock();
         let cd = control.data();
-        control.write(ControlData { state: NodeState::ShutDown, checkpoint_end: end, ..cd })?;
+        control.write(ControlData {
+            state: NodeState::ShutDown,
+            checkpoint_end: end,
+            ..cd
+        })?;
         Ok(end)
     }
 
@@ -336,6 +365,23 @@ impl Engine {
     pub fn redo_lsn(&self) -> Lsn {
         self.control.lock().data().redo_lsn
     }
+}
+
+/// A new cluster's WAL starts in segment 0; it must exist before the
+/// control file that points into it.
+fn prepare_first_segment(wal_dir: &Path, segment_bytes: u64) -> Result<(), EngineError> {
+    let segs = crate::wal::segment::SegmentDir::new(wal_dir, segment_bytes, TimelineId::FIRST)?;
+    let mut ring = crate::io::Ring::new(8).map_err(|source| {
+        EngineError::DataFile(DataFileError::Io {
+            op: "io_uring setup",
+            source,
+        })
+    })?;
+    segs.prepare(
+        &mut ring,
+        crate::ids::SegmentNo::of(WAL_START, segment_bytes),
+    )?;
+    Ok(())
 }
 
 /// Verifies every page of a data directory offline (the node must be

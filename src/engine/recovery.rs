@@ -15,8 +15,8 @@ use super::control_file::ControlData;
 use super::EngineError;
 use crate::ids::Lsn;
 use crate::redo;
-use crate::wal::reader::WalReader;
-use crate::wal::record::{self, Record};
+use crate::wal::reader::{OwnedRecordBytes, WalReader};
+use crate::wal::record::Record;
 
 /// Where the WAL continues after recovery.
 #[derive(Clone, Copy, Debug)]
@@ -28,18 +28,35 @@ pub struct RecoveryEnd {
     pub groups: u64,
 }
 
-pub fn redo(pool: &mut BufferPool, wal_dir: &Path, cd: &ControlData) -> Result<RecoveryEnd, EngineError> {
-    let mut reader = WalReader::open(wal_dir, cd.segment_bytes, cd.timeline, cd.redo_lsn, cd.redo_prev)?;
-    let mut end = RecoveryEnd { next: cd.redo_lsn, prev: cd.redo_prev, groups: 0 };
-    let mut group: Vec<(Lsn, Vec<u8>)> = Vec::new();
-    while let Some((lsn, bytes)) = reader.next()? {
-        let kind = record::decode_header(&bytes).map(|h| h.kind);
-        if kind == Ok(record::RecordKind::Commit as u8) {
+pub fn redo(
+    pool: &mut BufferPool,
+    wal_dir: &Path,
+    cd: &ControlData,
+) -> Result<RecoveryEnd, EngineError> {
+    let mut reader = WalReader::open(
+        wal_dir,
+        cd.segment_bytes,
+        cd.timeline,
+        cd.redo_lsn,
+        cd.redo_prev,
+    )?;
+    let mut end = RecoveryEnd {
+        next: cd.redo_lsn,
+        prev: cd.redo_prev,
+        groups: 0,
+    };
+    let mut group: Vec<(Lsn, OwnedRecordBytes)> = Vec::new();
+    while let Some((lsn, rec)) = reader.next()? {
+        if matches!(rec.record(), Record::Commit { .. }) {
             apply_group(pool, &group)?;
             group.clear();
-            end = RecoveryEnd { next: lsn.add(bytes.len() as u64), prev: lsn, groups: end.groups + 1 };
+            end = RecoveryEnd {
+                next: lsn.add(rec.bytes().len() as u64),
+                prev: lsn,
+                groups: end.groups + 1,
+            };
         } else {
-            group.push((lsn, bytes));
+            group.push((lsn, rec));
         }
     }
     if !group.is_empty() {
@@ -49,19 +66,18 @@ pub fn redo(pool: &mut BufferPool, wal_dir: &Path, cd: &ControlData) -> Result<R
         );
     }
     if let Some(reason) = reader.end_reason() {
-        tracing::info!(at = %end.next, %reason, "end of WAL");
+        tracing::info!(at = %end.next, reason = ?reason, "end of WAL");
     }
     Ok(end)
 }
 
 /// Applies one complete group's page records.
-pub fn apply_group(pool: &mut BufferPool, group: &[(Lsn, Vec<u8>)]) -> Result<(), EngineError> {
-    for (lsn, bytes) in group {
-        // The reader already checked CRC and chain; decode the body again
-        // against the link it carries.
-        let header = record::decode_header(bytes).map_err(|_| EngineError::Bug("reader returned a bad record"))?;
-        let (rec, _) = record::decode(bytes, header.prev)
-            .map_err(|_| EngineError::Bug("reader returned a bad record"))?;
+pub fn apply_group(
+    pool: &mut BufferPool,
+    group: &[(Lsn, OwnedRecordBytes)],
+) -> Result<(), EngineError> {
+    for (lsn, owned) in group {
+        let rec = owned.record();
         let Some(no) = rec.page() else { continue };
         let overwrite = matches!(rec, Record::PageImage { .. } | Record::MetaSet { .. });
         let page = pool.get_for_redo(no, overwrite)?;

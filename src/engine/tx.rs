@@ -45,7 +45,13 @@ pub struct TxOutput {
 }
 
 impl<'a> Tx<'a> {
-    pub fn new(pool: &'a mut BufferPool, meta: Meta, redo_lsn: Lsn, start: Lsn, prev: Lsn) -> Tx<'a> {
+    pub fn new(
+        pool: &'a mut BufferPool,
+        meta: Meta,
+        redo_lsn: Lsn,
+        start: Lsn,
+        prev: Lsn,
+    ) -> Tx<'a> {
         Tx {
             pool,
             meta,
@@ -91,7 +97,9 @@ impl<'a> Tx<'a> {
 
     /// Logs `rec` and applies it to this transaction's copy of its page.
     pub fn log(&mut self, rec: &Record<'_>) -> Result<(), EngineError> {
-        let no = rec.page().ok_or(EngineError::Bug("logged a record without a page"))?;
+        let no = rec
+            .page()
+            .ok_or(EngineError::Bug("logged a record without a page"))?;
         let full_rewrite = matches!(rec, Record::PageImage { .. } | Record::MetaSet { .. });
         self.copy_of(no, full_rewrite)?;
         if !full_rewrite {
@@ -100,14 +108,20 @@ impl<'a> Tx<'a> {
                 let lsn = self.next_lsn();
                 image_of(copy).encode_into(self.prev, &mut self.wal);
                 self.prev = lsn;
-                let copy = self.overlay.get_mut(&no).ok_or(EngineError::Bug("copy vanished"))?;
+                let copy = self
+                    .overlay
+                    .get_mut(&no)
+                    .ok_or(EngineError::Bug("copy vanished"))?;
                 page::set_lsn(copy, lsn);
             }
         }
         let lsn = self.next_lsn();
         rec.encode_into(self.prev, &mut self.wal);
         self.prev = lsn;
-        let copy = self.overlay.get_mut(&no).ok_or(EngineError::Bug("copy vanished"))?;
+        let copy = self
+            .overlay
+            .get_mut(&no)
+            .ok_or(EngineError::Bug("copy vanished"))?;
         // A failure here is our own bug: the record was built from this page.
         redo::apply(copy, lsn, rec).map_err(EngineError::Apply)
     }
@@ -134,7 +148,9 @@ impl<'a> Tx<'a> {
             self.meta.free_head = next;
         } else {
             let no = PageNo(self.meta.page_count);
-            self.pool.ensure_pages(no.0 + 1).map_err(|e| pool_err(e.into()))?;
+            self.pool
+                .ensure_pages(no.0 + 1)
+                .map_err(|e| pool_err(e.into()))?;
             self.meta.page_count += 1;
             self.meta_changed = true;
             return Ok(no);

@@ -30,14 +30,28 @@ pub fn is_data_command(cmd: &Command<'_>) -> bool {
 }
 
 /// Runs one data command in `tx`, appending its reply to `out`.
-pub fn run(tx: &mut Tx<'_>, cmd: &Command<'_>, out: &mut Vec<u8>, proto: Protocol) -> Result<(), EngineError> {
+pub fn run(
+    tx: &mut Tx<'_>,
+    cmd: &Command<'_>,
+    out: &mut Vec<u8>,
+    proto: Protocol,
+) -> Result<(), EngineError> {
     match *cmd {
         Command::Get { key } => match btree::get(tx, key)? {
             Some(v) => write_bulk(out, &v),
             None => write_null(out, proto),
         },
-        Command::Set { key, value, condition, get } => {
-            let old = if get || condition != SetCondition::Always { btree::get(tx, key)? } else { None };
+        Command::Set {
+            key,
+            value,
+            condition,
+            get,
+        } => {
+            let old = if get || condition != SetCondition::Always {
+                btree::get(tx, key)?
+            } else {
+                None
+            };
             let exists = old.is_some();
             let allowed = match condition {
                 SetCondition::Always => true,
@@ -108,7 +122,10 @@ pub fn check_limits(cmd: &Command<'_>) -> Result<(), EngineError> {
     let value_max = btree::VALUE_BYTES_MAX;
     let check_value = |v: &[u8]| {
         if v.len() > value_max {
-            Err(EngineError::ValueTooLarge { len: v.len(), max: value_max })
+            Err(EngineError::ValueTooLarge {
+                len: v.len(),
+                max: value_max,
+            })
         } else {
             Ok(())
         }

@@ -11,8 +11,15 @@ use std::sync::atomic::Ordering;
 use super::resp::{write_array_header, write_bulk, write_integer};
 use crate::node::Node;
 
-const DEFAULT_SECTIONS: [&str; 7] =
-    ["server", "clients", "persistence", "stats", "replication", "cpu", "keyspace"];
+const DEFAULT_SECTIONS: [&str; 7] = [
+    "server",
+    "clients",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "keyspace",
+];
 
 pub fn render(node: &Node, wanted: &[String]) -> String {
     let all = wanted.iter().any(|w| w == "all" || w == "everything");

@@ -19,8 +19,10 @@ use crate::node::{Node, NodeError};
 pub fn start(node: &Arc<Node>) -> Result<(), NodeError> {
     let addr = node.config.listen;
     for (i, &core) in node.config.core_map.sessions.iter().enumerate() {
-        let std_listener =
-            bind_reuseport(addr).map_err(|source| NodeError::Listen { addr: addr.to_string(), source })?;
+        let std_listener = bind_reuseport(addr).map_err(|source| NodeError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
         let node = node.clone();
         let name = format!("session-{i}");
         std::thread::Builder::new()

@@ -38,7 +38,9 @@ const READ_BYTES: usize = 64 * 1024;
 
 /// Tells a connection over `connections_max` why, then closes it.
 pub async fn refuse(mut stream: TcpStream, _guard: ConnectionGuard) {
-    let _ = stream.write_all(b"-ERR max number of clients reached\r\n".to_vec()).await;
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n".to_vec())
+        .await;
 }
 
 struct Session {
@@ -127,7 +129,8 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
         }
         if wrote {
             let m = &session.node.metrics;
-            m.commit_latency_seconds.observe(started.elapsed().as_secs_f64());
+            m.commit_latency_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
         drop(in_flight);
         if !out.is_empty() {
@@ -147,7 +150,8 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
 
 impl Session {
     fn effective_sync_commit(&self) -> SyncCommit {
-        self.sync_commit.unwrap_or_else(|| self.node.synchronous_commit())
+        self.sync_commit
+            .unwrap_or_else(|| self.node.synchronous_commit())
     }
 
     /// Runs one request; returns the LSN its reply must wait for and
@@ -164,11 +168,21 @@ impl Session {
                 return (Lsn::ZERO, false);
             }
         };
-        if !self.authenticated && !matches!(cmd, Command::Auth { .. } | Command::Hello { .. } | Command::Quit) {
+        if !self.authenticated
+            && !matches!(
+                cmd,
+                Command::Auth { .. } | Command::Hello { .. } | Command::Quit
+            )
+        {
             write_error(out, &CommandError::NoAuth.to_string());
             return (Lsn::ZERO, false);
         }
-        if self.multi.is_some() && !matches!(cmd, Command::Exec | Command::Discard | Command::Multi | Command::Quit) {
+        if self.multi.is_some()
+            && !matches!(
+                cmd,
+                Command::Exec | Command::Discard | Command::Multi | Command::Quit
+            )
+        {
             if matches!(cmd, Command::Wait { .. } | Command::Shutdown) {
                 self.multi_failed = true;
                 write_error(out, &CommandError::NotAllowedInMulti.to_string());
@@ -187,7 +201,11 @@ impl Session {
     /// Runs data commands as one transaction; one reply per command, or
     /// one error reply if the transaction aborted. Returns the LSN to wait
     /// for and whether it wrote.
-    fn run_data(&mut self, cmds: &[Command<'_>], replies: &mut Vec<Vec<u8>>) -> Result<(Lsn, bool), String> {
+    fn run_data(
+        &mut self,
+        cmds: &[Command<'_>],
+        replies: &mut Vec<Vec<u8>>,
+    ) -> Result<(Lsn, bool), String> {
         if self.node.is_shutting_down() {
             return Err("ERR server is shutting down".into());
         }
@@ -244,7 +262,11 @@ impl Session {
                 Ok(()) => write_simple(out, "OK"),
                 Err(e) => write_error(out, &e.to_string()),
             },
-            Command::Hello { protocol, auth, client_name } => {
+            Command::Hello {
+                protocol,
+                auth,
+                client_name,
+            } => {
                 if let Some((user, pass)) = auth {
                     if let Err(e) = self.check_auth(Some(user), pass) {
                         write_error(out, &e.to_string());
@@ -264,8 +286,10 @@ impl Session {
                 self.write_hello(out);
             }
             Command::Info { sections } => {
-                let wanted: Vec<String> =
-                    sections.iter().map(|s| String::from_utf8_lossy(s).to_ascii_lowercase()).collect();
+                let wanted: Vec<String> = sections
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+                    .collect();
                 let text = info::render(&self.node, &wanted);
                 write_bulk(out, text.as_bytes());
             }
@@ -322,7 +346,12 @@ impl Session {
             }
             Command::Wait { .. } => write_integer(out, 0), // no standbys yet
             Command::Select => write_simple(out, "OK"),
-            Command::Scan { cursor, pattern, count, .. } => return self.scan(cursor, pattern, count, out),
+            Command::Scan {
+                cursor,
+                pattern,
+                count,
+                ..
+            } => return self.scan(cursor, pattern, count, out),
             _ => write_error(out, "ERR command not handled"),
         }
         (Lsn::ZERO, false)
@@ -354,7 +383,10 @@ impl Session {
         let (lsn, wrote) = match self.run_data(&data, &mut data_replies) {
             Ok(r) => r,
             Err(msg) => {
-                write_error(out, &format!("EXECABORT transaction aborted, nothing was written: {msg}"));
+                write_error(
+                    out,
+                    &format!("EXECABORT transaction aborted, nothing was written: {msg}"),
+                );
                 return (Lsn::ZERO, false);
             }
         };
@@ -406,7 +438,10 @@ impl Session {
     fn settings(&self) -> Vec<(&'static str, String)> {
         let c = &self.node.config;
         vec![
-            ("synchronous_commit", self.node.synchronous_commit().as_str().to_string()),
+            (
+                "synchronous_commit",
+                self.node.synchronous_commit().as_str().to_string(),
+            ),
             ("requirepass", c.requirepass.clone().unwrap_or_default()),
             ("maxclients", c.connections_max.to_string()),
             ("appendonly", "yes".to_string()),
@@ -414,7 +449,10 @@ impl Session {
             ("proto-max-bulk-len", c.request_bytes_max.to_string()),
             ("buffer_pool_bytes", c.buffer_pool_bytes.to_string()),
             ("wal_segment_bytes", c.wal_segment_bytes.to_string()),
-            ("checkpoint_interval_secs", c.checkpoint_interval_secs.to_string()),
+            (
+                "checkpoint_interval_secs",
+                c.checkpoint_interval_secs.to_string(),
+            ),
         ]
     }
 
@@ -422,7 +460,11 @@ impl Session {
         let matched: Vec<(&str, String)> = self
             .settings()
             .into_iter()
-            .filter(|(name, _)| patterns.iter().any(|p| glob_match_nocase(p, name.as_bytes())))
+            .filter(|(name, _)| {
+                patterns
+                    .iter()
+                    .any(|p| glob_match_nocase(p, name.as_bytes()))
+            })
             .collect();
         write_map_header(out, self.protocol, matched.len());
         for (name, value) in matched {
@@ -436,9 +478,16 @@ impl Session {
             let name = String::from_utf8_lossy(name).to_ascii_lowercase();
             let value = String::from_utf8_lossy(value).to_string();
             let ok = match name.as_str() {
-                "synchronous_commit" => SyncCommit::parse(&value).map(|v| self.node.set_synchronous_commit(v)).is_some(),
+                "synchronous_commit" => SyncCommit::parse(&value)
+                    .map(|v| self.node.set_synchronous_commit(v))
+                    .is_some(),
                 _ => {
-                    write_error(out, &format!("ERR Unknown option or number of arguments for CONFIG SET - '{name}'"));
+                    write_error(
+                        out,
+                        &format!(
+                            "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                        ),
+                    );
                     return;
                 }
             };
@@ -450,12 +499,22 @@ impl Session {
         write_simple(out, "OK");
     }
 
-    fn scan(&mut self, cursor: u64, pattern: Option<&[u8]>, count: usize, out: &mut Vec<u8>) -> (Lsn, bool) {
+    fn scan(
+        &mut self,
+        cursor: u64,
+        pattern: Option<&[u8]>,
+        count: usize,
+        out: &mut Vec<u8>,
+    ) -> (Lsn, bool) {
         let start = if cursor == 0 {
             Vec::new()
         } else {
             match self.scan_cursors.iter().position(|(id, _)| *id == cursor) {
-                Some(i) => self.scan_cursors.remove(i).map(|(_, k)| k).unwrap_or_default(),
+                Some(i) => self
+                    .scan_cursors
+                    .remove(i)
+                    .map(|(_, k)| k)
+                    .unwrap_or_default(),
                 None => {
                     write_error(out, &CommandError::InvalidCursor.to_string());
                     return (Lsn::ZERO, false);
@@ -463,7 +522,10 @@ impl Session {
             }
         };
         let count = count.clamp(1, 10_000);
-        let result = self.node.engine.execute(|tx| btree::scan(tx, &start, count));
+        let result = self
+            .node
+            .engine
+            .execute(|tx| btree::scan(tx, &start, count));
         let outcome = match result {
             Ok(o) => o,
             Err(e) => {
@@ -508,9 +570,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Error reply text for an engine error.
 pub fn engine_error_reply(e: &EngineError) -> String {
     match e {
-        EngineError::DiskFull => "ERR disk full: no space left on the data directory; nothing was written".into(),
+        EngineError::DiskFull => {
+            "ERR disk full: no space left on the data directory; nothing was written".into()
+        }
         EngineError::Corrupt(p) => format!("ERR data corruption: {p}; the page is not served"),
-        EngineError::KeyTooLarge { len, max } => format!("ERR key of {len} bytes exceeds the maximum of {max} bytes"),
+        EngineError::KeyTooLarge { len, max } => {
+            format!("ERR key of {len} bytes exceeds the maximum of {max} bytes")
+        }
         EngineError::ValueTooLarge { len, max } => {
             format!("ERR value of {len} bytes exceeds the maximum of {max} bytes")
         }

@@ -115,6 +115,63 @@ impl Default for WalMetrics {
     }
 }
 
+impl WalMetrics {
+    /// Appends these figures in Prometheus text format (names
+    /// `tandem_wal_*`; latencies in seconds as Prometheus expects).
+    pub fn render_prometheus(&self, out: &mut String) {
+        use crate::metrics::{counter, histogram};
+        counter(
+            out,
+            "tandem_wal_fsyncs_total",
+            "WAL fdatasyncs completed",
+            self.fsyncs.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "tandem_wal_bytes_total",
+            "WAL bytes written",
+            self.bytes_written.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "tandem_wal_flushes_total",
+            "Group-commit flushes",
+            self.batches.load(Ordering::Relaxed),
+        );
+        let secs: Vec<f64> = self
+            .fsync_latency_us
+            .bounds()
+            .iter()
+            .map(|&b| b as f64 / 1e6)
+            .collect();
+        histogram(
+            out,
+            "tandem_wal_fsync_latency_seconds",
+            "Time of one flush's linked write and fdatasync",
+            &secs,
+            &self.fsync_latency_us.bucket_counts(),
+            self.fsync_latency_us.sum() as f64 / 1e6,
+        );
+        let as_f64 = |h: &Histogram| h.bounds().iter().map(|&b| b as f64).collect::<Vec<_>>();
+        histogram(
+            out,
+            "tandem_wal_batch_bytes",
+            "Bytes per group-commit flush",
+            &as_f64(&self.batch_bytes),
+            &self.batch_bytes.bucket_counts(),
+            self.batch_bytes.sum() as f64,
+        );
+        histogram(
+            out,
+            "tandem_wal_batch_groups",
+            "Transactions (record groups) per group-commit flush",
+            &as_f64(&self.batch_groups),
+            &self.batch_groups.bucket_counts(),
+            self.batch_groups.sum() as f64,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,11 @@ pub fn tandem_bin() -> PathBuf {
 
 /// A loopback port that was free a moment ago (bind to port 0, read it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct NodeProc {
@@ -45,7 +49,11 @@ impl NodeProc {
     /// (Re)starts the process on the same ports and directory.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(tandem_bin())
             .arg("node")
             .arg("--data-dir")
@@ -80,7 +88,10 @@ impl NodeProc {
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("tandem exited with {status} during start:\n{}", self.log_text());
+                    panic!(
+                        "tandem exited with {status} during start:\n{}",
+                        self.log_text()
+                    );
                 }
             }
             if let Ok(mut s) = TcpStream::connect(self.addr()) {
@@ -93,7 +104,11 @@ impl NodeProc {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "tandem did not answer:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "tandem did not answer:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -145,12 +160,16 @@ impl NodeProc {
     }
 
     pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
     }
 
     pub fn scrape_metrics(&self) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
         body
@@ -164,7 +183,10 @@ impl Drop for NodeProc {
 }
 
 fn unsafe_free_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Runs `redis-cli` against a node with the given arguments; returns stdout.
