@@ -113,7 +113,7 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    write_error(&mut out, &e.to_string());
+                    write_error(&mut out, &format!("ERR {e}"));
                     session.closing = true;
                     break;
                 }

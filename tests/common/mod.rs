@@ -189,7 +189,8 @@ fn unsafe_free_kill(pid: u32, sig: &str) {
         .status();
 }
 
-/// Runs `redis-cli` against a node with the given arguments; returns stdout.
+/// Runs `redis-cli` against a node with the given arguments; returns
+/// stdout followed by stderr.
 pub fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .arg("-p")
@@ -197,5 +198,7 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("redis-cli must be installed (apt-get install redis-tools)");
-    String::from_utf8_lossy(&out.stdout).to_string()
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    text
 }
