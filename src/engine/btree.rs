@@ -327,7 +327,7 @@ pub fn scan(
     count: usize,
 ) -> Result<(Vec<Vec<u8>>, bool), EngineError> {
     let (mut leaf, _) = descend(tx, start)?;
-    let mut keys = Vec::with_capacity(count);
+    let mut keys = Vec::with_capacity(count.min(1024));
     let mut first = true;
     loop {
         let p = tx.page(leaf)?;
