@@ -4,7 +4,8 @@
 //! latency (ms) below. Events are vertical lines across both panels: red for
 //! connection errors, orange for primary changes, blue (with the label) for user
 //! marks (`--mark 10s:kill`). A failover shows as a dip to zero tps between a red
-//! line and the recovery. Each point sits in the middle of its second.
+//! line and the recovery. Each second is drawn as a flat step over
+//! `[second, second + 1)`, so an empty second is visibly zero for its whole width.
 //!
 //! Uses plotters' SVG backend without font support (no fontconfig on the target
 //! machines): text is emitted as SVG `<text>` and laid out by the viewer.
@@ -34,22 +35,21 @@ pub fn write_svg(report: &Report, path: &Path) -> anyhow::Result<()> {
         .max(1.0);
     let events = distinct_events(&report.events);
 
-    let tps: Vec<(f64, f64)> = report
-        .series
-        .iter()
-        .map(|p| (p.second as f64 + 0.5, p.tps))
-        .collect();
+    let tps = step_runs(report.series.iter().map(|p| (p.second, Some(p.tps))));
     let title = format!(
         "{}: throughput ({} clients, {} threads)",
         report.transaction_type, report.clients, report.threads
     );
     draw_panel(&upper, &title, "tps", x_max, &tps, &events).map_err(|e| fail(&e))?;
 
-    let p99: Vec<(f64, f64)> = report
-        .series
-        .iter()
-        .map(|p| (p.second as f64 + 0.5, p.latency_p99_ms))
-        .collect();
+    // A second without transactions has no latency: the line breaks there
+    // instead of dropping to a flattering zero.
+    let p99 = step_runs(
+        report
+            .series
+            .iter()
+            .map(|p| (p.second, (p.transactions > 0).then_some(p.latency_p99_ms))),
+    );
     draw_panel(
         &lower,
         "p99 latency per second",
@@ -69,10 +69,16 @@ fn draw_panel<DB: DrawingBackend>(
     title: &str,
     y_desc: &str,
     x_max: f64,
-    points: &[(f64, f64)],
+    runs: &[Vec<(f64, f64)>],
     events: &[&Event],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.15;
+    let y_max = runs
+        .iter()
+        .flatten()
+        .map(|p| p.1)
+        .fold(0.0, f64::max)
+        .max(1e-3)
+        * 1.15;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 18))
         .margin(12)
@@ -83,12 +89,18 @@ fn draw_panel<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("time (s)")
         .y_desc(y_desc)
+        .y_label_formatter(&|v| {
+            if y_max >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.3}")
+            }
+        })
         .draw()?;
-    chart.draw_series(LineSeries::new(
-        points.iter().copied(),
-        BLUE.stroke_width(2),
-    ))?;
-    for event in events {
+    for run in runs {
+        chart.draw_series(LineSeries::new(run.iter().copied(), BLUE.stroke_width(2)))?;
+    }
+    for (i, event) in events.iter().enumerate() {
         let color = match event.kind {
             EventKind::ConnectionError => RED,
             EventKind::PrimaryChange => RGBColor(255, 140, 0),
@@ -104,10 +116,26 @@ fn draw_panel<DB: DrawingBackend>(
             EventKind::PrimaryChange => "new primary".to_string(),
             EventKind::Mark => event.detail.clone(),
         };
-        let at = (event.t_s, y_max * 0.95);
+        // Stagger labels so events close in time stay readable.
+        let at = (event.t_s, y_max * (0.97 - 0.06 * (i % 4) as f64));
         chart.draw_series(std::iter::once(Text::new(label, at, ("sans-serif", 12))))?;
     }
     Ok(())
+}
+
+/// Step lines: each second's value held over the whole second; a `None` second
+/// ends the current run of points.
+fn step_runs(points: impl Iterator<Item = (u64, Option<f64>)>) -> Vec<Vec<(f64, f64)>> {
+    let mut runs = vec![Vec::new()];
+    for (second, value) in points {
+        match (value, runs.last_mut()) {
+            (Some(v), Some(run)) => run.extend([(second as f64, v), (second as f64 + 1.0, v)]),
+            (None, Some(run)) if run.is_empty() => {}
+            _ => runs.push(Vec::new()),
+        }
+    }
+    runs.retain(|r| !r.is_empty());
+    runs
 }
 
 /// One line per event kind and tenth of a second: all clients see the same

@@ -202,7 +202,7 @@ fn print_progress(cfg: &RunConfig, aggregate: &mut Aggregate, second: u64) {
     let Some(every) = cfg.progress_s.filter(|p| *p > 0) else {
         return;
     };
-    if (second + 1) % every != 0 {
+    if !(second + 1).is_multiple_of(every) {
         return;
     }
     let (from, w) = aggregate.take_window(second + 1);
@@ -518,7 +518,8 @@ impl Client {
                 let per_client = rate / cfg.clients as f64;
                 let u: f64 = self.rng.random();
                 let gap_s = -(1.0 - u).ln() / per_client;
-                self.next_scheduled = scheduled + Duration::from_secs_f64(gap_s.min(3600.0));
+                let gap = Duration::try_from_secs_f64(gap_s.min(3600.0)).unwrap_or(Duration::ZERO);
+                self.next_scheduled = scheduled + gap;
                 scheduled
             }
         };

@@ -23,6 +23,16 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new(HIST_SIGFIG).unwrap_or_else(|_| unreachable!("3 significant digits is valid"))
 }
 
+/// Records a latency. `record` grows the auto-resizing histogram; only a value
+/// beyond what the histogram can ever hold falls back to clamping
+/// (`saturating_record` alone clamps to the current size without growing).
+pub fn record(hist: &mut Histogram<u64>, latency_us: u64) {
+    let v = latency_us.max(1);
+    if hist.record(v).is_err() {
+        hist.saturating_record(v);
+    }
+}
+
 /// What happened in one second on one thread (or, merged, on all threads).
 #[derive(Clone)]
 pub struct Bucket {
@@ -120,7 +130,7 @@ impl ThreadStats {
 
     pub fn record_ok(&mut self, at: Instant, latency_us: u64, retried: bool) {
         let b = self.bucket(at);
-        b.hist.saturating_record(latency_us.max(1));
+        record(&mut b.hist, latency_us);
         if retried {
             b.retried += 1;
         }
@@ -255,7 +265,7 @@ mod tests {
     fn seconds_complete_when_all_threads_reported() {
         let mut agg = Aggregate::new(2);
         let mut b = Bucket::new();
-        b.hist.saturating_record(100);
+        record(&mut b.hist, 100);
         assert!(agg.add(0, &b).is_empty());
         assert_eq!(agg.add(0, &b), vec![0]);
         agg.add(2, &b);
@@ -275,5 +285,20 @@ mod tests {
         let done = s.take_before(1);
         assert_eq!(done.len(), 1);
         assert_eq!(s.buckets.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    #[test]
+    fn large_latencies_are_kept_after_merge() {
+        let mut b = Bucket::new();
+        record(&mut b.hist, 80);
+        record(&mut b.hist, 1_100_000);
+        let mut total = Bucket::new();
+        total.merge(&b);
+        assert!(total.hist.max() >= 1_099_000, "max {}", total.hist.max());
     }
 }
