@@ -29,15 +29,27 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    extra_args: Vec<String>,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with(Vec::new())
+    }
+
+    fn start_replica_of(primary: &Redis) -> Redis {
+        let args = ["--replicaof", "127.0.0.1", &primary.arg_port()];
+        Redis::start_with(args.iter().map(|a| a.to_string()).collect())
+    }
+
+    fn start_with(extra_args: Vec<String>) -> Redis {
         let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
         let mut redis = Redis {
             child: None,
-            port: free_port(),
+            port,
             dir,
+            extra_args,
         };
         redis.spawn();
         redis
@@ -47,8 +59,10 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -352,4 +366,56 @@ fn restart_during_run_shows_as_gap_and_event() {
         "no load after the restart: {tps:?}"
     );
     assert!(report["transactions"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn switchover_follows_the_new_primary() {
+    let a = Redis::start();
+    let b = Redis::start_replica_of(&a);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let in_sync = |r: String| r.contains("master_link_status:up");
+    while !command(b.port, &["INFO", "replication"]).is_some_and(in_sync) {
+        assert!(Instant::now() < deadline, "the replica did not sync");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hosts = format!("127.0.0.1:{},127.0.0.1:{}", a.port, b.port);
+    let json = a.dir.path().join("switchover.json");
+    let child = Command::new(BENCH)
+        .args([
+            "run", "--hosts", &hosts, "-c", "2", "-j", "1", "-T", "3", "--mix", "set-get",
+        ])
+        .args(["-s", "1", "--json", json.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the replica has received writes of the run, then swap roles:
+    // clients on A get READONLY and must find B through ROLE.
+    while command(b.port, &["DBSIZE"]).is_none_or(|r| r.trim_start_matches(':').trim() == "0") {
+        assert!(Instant::now() < deadline, "no writes reached the replica");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        command(b.port, &["REPLICAOF", "NO", "ONE"]).as_deref(),
+        Some("+OK\r\n")
+    );
+    let reply = command(a.port, &["REPLICAOF", "127.0.0.1", &b.arg_port()]);
+    assert_eq!(reply.as_deref(), Some("+OK\r\n"));
+
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report = read_json(&json);
+    let change = report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "primary_change");
+    let change = change.unwrap_or_else(|| panic!("no primary_change event: {report}"));
+    assert!(
+        change["detail"].as_str().unwrap().ends_with(&b.arg_port()),
+        "{change}"
+    );
+    assert!(report["retried"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["failed"].as_u64(), Some(0), "{report}");
 }
