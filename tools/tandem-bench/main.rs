@@ -2,7 +2,8 @@
 //!
 //! Owns the command line (`init`, `run`, `check`), argument validation and exit
 //! codes: 0 success, 1 `check` found an inconsistency, 2 any error (bad
-//! arguments, unreachable server, aborted run). Errors are printed as one clear
+//! arguments, unreachable server, aborted run, a run in which every
+//! transaction failed). Errors are printed as one clear
 //! line; nothing from the network, files or arguments is unwrapped.
 //!
 //! Modules, by data flow: `resp` (wire codec) -> `conn` (one connection) ->
@@ -384,6 +385,9 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.plot {
         plot::write_svg(&report, path)?;
+    }
+    if report.transactions == 0 && report.failed > 0 {
+        bail!("every transaction failed (first errors are printed above)");
     }
     Ok(if report.aborted.is_some() {
         ExitCode::from(2)

@@ -52,9 +52,14 @@ const COMMANDS_MAX: usize = 4096;
 /// The built-in mixes selectable with `--mix`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mix {
+    /// MULTI/EXEC of INCRBY account, GET account, INCRBY teller, INCRBY branch and
+    /// SET history; `check` stays exact.
     Tpcb,
+    /// One INCRBY account, no MULTI, no history: `check` fails after it by design.
     SimpleUpdate,
+    /// One GET account.
     SelectOnly,
+    /// SET key:{r} with a 100-byte value, then GET it; needs no data set.
     SetGet,
 }
 
