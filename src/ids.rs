@@ -18,7 +18,9 @@ pub struct Lsn(pub u64);
 impl Lsn {
     pub const ZERO: Lsn = Lsn(0);
 
-    /// The position `bytes` further on.
+    /// The position `bytes` further on. (Not `ops::Add`: an LSN plus an
+    /// LSN means nothing; only LSN plus a byte count does.)
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, bytes: u64) -> Lsn {
         Lsn(self
             .0

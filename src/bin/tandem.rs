@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a node (a new empty data directory becomes a new cluster's primary).
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Verify every page checksum of a stopped node's data directory.
     VerifyPages {
         #[arg(long)]
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
-        Cmd::Node(args) => node(args),
+        Cmd::Node(args) => node(*args),
         Cmd::VerifyPages { data_dir } => verify(data_dir),
     };
     match result {

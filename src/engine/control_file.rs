@@ -208,7 +208,7 @@ impl ControlFile {
     /// makes it durable. On error the previous version stays valid.
     pub fn write(&mut self, data: ControlData) -> Result<(), ControlError> {
         let sequence = self.sequence + 1;
-        let slot = (sequence % 2) as u64;
+        let slot = sequence % 2;
         let bytes = encode(&data, sequence);
         let err = |source| ControlError::Io {
             path: self.path.clone(),

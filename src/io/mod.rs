@@ -437,6 +437,28 @@ impl Ring {
     }
 }
 
+/// Allocates disk space for `[0, len)` of `fd` (fallocate mode 0): a full
+/// disk shows up here, not when the space is written later. Returns the
+/// errno, 0 on success.
+pub fn fallocate(fd: RawFd, len: i64) -> i32 {
+    // SAFETY: fallocate takes no buffers; `fd` is an open file the caller owns.
+    let rc = unsafe { libc::fallocate(fd, 0, 0, len) };
+    if rc == 0 {
+        0
+    } else {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    }
+}
+
+/// Takes an exclusive, non-blocking `flock` on `fd`; false if another
+/// process holds it. Released when the file is closed (process exit).
+pub fn try_lock_exclusive(fd: RawFd) -> bool {
+    // SAFETY: flock takes no buffers; `fd` is an open file the caller owns.
+    unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,26 +573,4 @@ mod tests {
         let f = temp_file(&dir, "a");
         ring.write_all_at(f.as_raw_fd(), b"ok", 0).unwrap();
     }
-}
-
-/// Allocates disk space for `[0, len)` of `fd` (fallocate mode 0): a full
-/// disk shows up here, not when the space is written later. Returns the
-/// errno, 0 on success.
-pub fn fallocate(fd: RawFd, len: i64) -> i32 {
-    // SAFETY: fallocate takes no buffers; `fd` is an open file the caller owns.
-    let rc = unsafe { libc::fallocate(fd, 0, 0, len) };
-    if rc == 0 {
-        0
-    } else {
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO)
-    }
-}
-
-/// Takes an exclusive, non-blocking `flock` on `fd`; false if another
-/// process holds it. Released when the file is closed (process exit).
-pub fn try_lock_exclusive(fd: RawFd) -> bool {
-    // SAFETY: flock takes no buffers; `fd` is an open file the caller owns.
-    unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }

@@ -111,6 +111,7 @@ impl WalReader {
 
     /// The next valid record and its LSN, or `None` at the end of the WAL
     /// (see [`end_reason`](Self::end_reason)).
+    #[allow(clippy::should_implement_trait)] // fallible: Result<Option<_>>, not an Iterator
     pub fn next(&mut self) -> Result<Option<(Lsn, OwnedRecordBytes)>, WalError> {
         if self.end.is_some() {
             return Ok(None);
