@@ -26,7 +26,7 @@ use super::info;
 use super::listener::ConnectionGuard;
 use super::resp::{
     write_array_header, write_bulk, write_error, write_integer, write_map_header, write_null,
-    write_simple, OwnedArgs, Protocol, RequestLimits, RequestParser,
+    write_simple, Args, OwnedArgs, Protocol, RequestLimits, RequestParser,
 };
 use crate::config::{limits, SyncCommit};
 use crate::engine::{btree, EngineError};
@@ -104,7 +104,7 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
             match parser.next_request() {
                 Ok(Some(args)) => {
                     session.node.metrics.commands.inc();
-                    let (lsn, w) = session.dispatch(&args.to_owned_args(), &mut out);
+                    let (lsn, w) = session.dispatch(args, &mut out);
                     wait = wait.max(lsn);
                     wrote |= w;
                     if session.closing {
@@ -156,8 +156,7 @@ impl Session {
 
     /// Runs one request; returns the LSN its reply must wait for and
     /// whether it wrote.
-    fn dispatch(&mut self, owned: &OwnedArgs, out: &mut Vec<u8>) -> (Lsn, bool) {
-        let args = owned.as_args();
+    fn dispatch(&mut self, args: Args<'_>, out: &mut Vec<u8>) -> (Lsn, bool) {
         let cmd = match Command::parse(args) {
             Ok(cmd) => cmd,
             Err(e) => {
@@ -187,7 +186,7 @@ impl Session {
                 self.multi_failed = true;
                 write_error(out, &CommandError::NotAllowedInMulti.to_string());
             } else if let Some(q) = self.multi.as_mut() {
-                q.push(owned.clone());
+                q.push(args.to_owned_args());
                 write_simple(out, "QUEUED");
             }
             return (Lsn::ZERO, false);
