@@ -7,9 +7,11 @@
 //!  |magic |version |sequence  |system_id |tli   |state |redo_lsn   |redo_prev  |
 //!  +------+--------+----------+----------+------+------+-----------+-----------+
 //!  48          56         60          64         72 ...         508      512
-//!  +-----------+----------+-----------+----------+---------------+--------+
-//!  |ckpt_end   |seg_bytes |page_bytes |created_us| zero          | crc    |
-//!  +-----------+----------+-----------+----------+---------------+--------+
+//!  +-----------+----------+-----------+----------+------+--------+--------+
+//!  |ckpt_end   |seg_shift |page_bytes |created_us| role | zero   | crc    |
+//!  +-----------+----------+-----------+----------+------+--------+--------+
+//!  72: role u32: 1 primary, 2 standby (a standby's upstream is in
+//!  <data-dir>/upstream, written by `tandem build`)
 //!  magic "TNDC"; sequence grows by one per write; the valid slot with the
 //!  higher sequence wins; crc = CRC32C of bytes [0, 508).
 //!  state: 1 running, 2 shut down cleanly
@@ -39,8 +41,17 @@ pub enum NodeState {
     ShutDown = 2,
 }
 
+/// What a node is when it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Role {
+    Primary = 1,
+    Standby = 2,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ControlData {
+    pub role: Role,
     pub system_id: SystemId,
     pub timeline: TimelineId,
     pub state: NodeState,
@@ -91,6 +102,7 @@ fn encode(d: &ControlData, sequence: u64) -> [u8; SLOT_BYTES] {
     b[56..60].copy_from_slice(&(d.segment_bytes.trailing_zeros()).to_le_bytes());
     b[60..64].copy_from_slice(&(crate::page::PAGE_BYTES as u32).to_le_bytes());
     b[64..72].copy_from_slice(&d.created_us.to_le_bytes());
+    b[72..76].copy_from_slice(&(d.role as u32).to_le_bytes());
     let crc = crc32c::crc32c(&b[..CRC_AT]);
     b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     b
@@ -119,11 +131,17 @@ fn decode(b: &[u8]) -> Option<Slot> {
         2 => NodeState::ShutDown,
         _ => return None,
     };
+    let role = match u32_at(72) {
+        1 => Role::Primary,
+        2 => Role::Standby,
+        _ => return None,
+    };
     Some(Slot {
         sequence: u64_at(8),
         version: u32_at(4),
         page_bytes: u32_at(60),
         data: ControlData {
+            role,
             system_id: SystemId(u64_at(16)),
             timeline: TimelineId(u32_at(24)),
             state,
@@ -230,6 +248,7 @@ mod tests {
 
     fn sample() -> ControlData {
         ControlData {
+            role: Role::Primary,
             system_id: SystemId(42),
             timeline: TimelineId(1),
             state: NodeState::Running,

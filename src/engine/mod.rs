@@ -32,7 +32,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use self::buffer_pool::{BufferPool, PoolError, PoolStats};
-use self::control_file::{ControlData, ControlError, ControlFile, NodeState};
+use self::control_file::{ControlData, ControlError, ControlFile, NodeState, Role};
+use crate::wal::reader::OwnedRecordBytes;
 use self::data_file::{DataFile, DataFileError};
 use self::tx::Tx;
 use crate::ids::{Lsn, PageNo, SystemId, TimelineId};
@@ -69,6 +70,8 @@ pub enum EngineError {
     ValueTooLarge { len: usize, max: usize },
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("this node is a standby: it does not take writes")]
+    ReadOnly,
     #[error("internal error: {0}")]
     Bug(&'static str),
 }
@@ -118,6 +121,11 @@ struct State {
     /// get a full image on their next change.
     redo_lsn: Lsn,
     shutting_down: bool,
+    /// Standby: refuses writes; pages change only by [`Engine::apply_group`].
+    role: Role,
+    /// Standby: end of the last applied record group and the LSN of its
+    /// last record (the redo point a restartpoint may use).
+    applied: (Lsn, Lsn),
 }
 
 pub struct Engine {
@@ -161,6 +169,7 @@ impl Engine {
             ControlFile::open(&control_path)?
         } else {
             let data = ControlData {
+                role: control_file::Role::Primary,
                 system_id: SystemId(rand::random::<u64>() | 1),
                 timeline: TimelineId::FIRST,
                 state: NodeState::Running,
@@ -219,6 +228,8 @@ impl Engine {
                 }),
                 redo_lsn: cd.redo_lsn,
                 shutting_down: false,
+                role: cd.role,
+                applied: (end.next, end.prev),
             }),
             control: Mutex::new(control),
             wal,
@@ -227,7 +238,7 @@ impl Engine {
             timeline: cd.timeline,
             checkpoints: Default::default(),
         });
-        if meta.is_none() {
+        if meta.is_none() && cd.role == Role::Primary {
             engine.bootstrap()?;
         }
         Ok(engine)
@@ -274,6 +285,9 @@ impl Engine {
         if st.shutting_down {
             return Err(EngineError::ShuttingDown);
         }
+        if st.role == Role::Standby {
+            return Err(EngineError::ReadOnly);
+        }
         let end = self.wal.append(&out.wal, out.last_record)?;
         debug_assert_eq!(end, next.add(out.wal.len() as u64));
         for (no, buf) in &out.pages {
@@ -287,6 +301,33 @@ impl Engine {
         })
     }
 
+    /// Standby: applies one complete record group that is already durable
+    /// in the local WAL; `end` is the LSN after its commit record. Readers
+    /// see all of the group or none of it (the engine lock is held).
+    pub fn apply_group(&self, group: &[(Lsn, OwnedRecordBytes)], end: Lsn, last: Lsn) -> Result<(), EngineError> {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        assert_eq!(st.role, Role::Standby, "apply_group on a primary");
+        assert!(end > st.applied.0, "applied LSN must grow: {} -> {end}", st.applied.0);
+        recovery::apply_group(&mut st.pool, group)?;
+        if group.iter().any(|(_, r)| matches!(r.record(), crate::wal::record::Record::MetaSet { .. })) {
+            if let Some(meta) = Meta::read(st.pool.get(PageNo::META)?.0)? {
+                st.meta = meta;
+            }
+        }
+        st.applied = (end, last);
+        Ok(())
+    }
+
+    /// Standby: end of the last applied group.
+    pub fn applied_lsn(&self) -> Lsn {
+        self.state.lock().applied.0
+    }
+
+    pub fn role(&self) -> Role {
+        self.state.lock().role
+    }
+
     /// Fuzzy checkpoint: fixes a redo point, writes every page dirty at
     /// that moment (in small batches, releasing the lock between them),
     /// syncs the data file, records the redo point in the control file and
@@ -294,7 +335,12 @@ impl Engine {
     pub fn checkpoint(&self) -> Result<Lsn, EngineError> {
         let (redo, redo_prev, dirty) = {
             let mut st = self.state.lock();
-            let (next, prev) = self.wal.insert_position();
+            // A standby's pages reflect only applied groups: its redo point
+            // (a restartpoint) is the applied position, not the WAL's end.
+            let (next, prev) = match st.role {
+                Role::Primary => self.wal.insert_position(),
+                Role::Standby => st.applied,
+            };
             st.redo_lsn = next;
             (next, prev, st.pool.dirty_pages())
         };
