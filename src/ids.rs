@@ -19,6 +19,7 @@ impl Lsn {
     pub const ZERO: Lsn = Lsn(0);
 
     /// The position `bytes` further on.
+    #[allow(clippy::should_implement_trait)] // Lsn + u64 is not an Lsn op we want as `+`
     pub fn add(self, bytes: u64) -> Lsn {
         Lsn(self
             .0

@@ -374,7 +374,9 @@ impl Wal {
 
     /// After a checkpoint at `lsn`: segments wholly before `lsn` (and before
     /// the flushed LSN) are renamed to future numbers while fewer than
-    /// `segments_ahead` spare segments exist, and removed otherwise.
+    /// `2 * segments_ahead` segments exist beyond the insert segment, and
+    /// removed otherwise. The directory thus holds at most the segments not
+    /// yet recycled, the insert segment and `2 * segments_ahead` spares.
     /// Returns how many files were recycled and removed.
     pub fn recycle_before(&self, lsn: Lsn) -> Result<(usize, usize), WalError> {
         let sh = &*self.shared;
