@@ -85,11 +85,13 @@ fn open_wal(dir: &std::path::Path) -> Arc<Wal> {
 fn report(name: &str, wal: &Wal) {
     let m = wal.metrics();
     eprintln!(
-        "{name}: {} flushes, mean {:.1} groups/flush, mean {:.0} bytes/flush, mean write+fdatasync {:.0} us",
+        "{name}: {} flushes, mean {:.1} groups/flush, mean {:.0} bytes/flush, \
+         mean write+fdatasync {:.0} us, {} appends waited for a segment",
         m.batches.load(std::sync::atomic::Ordering::Relaxed),
         m.batch_groups.mean(),
         m.batch_bytes.mean(),
-        m.fsync_latency_us.mean()
+        m.fsync_latency_us.mean(),
+        m.segment_waits.load(std::sync::atomic::Ordering::Relaxed)
     );
 }
 

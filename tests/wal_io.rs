@@ -123,6 +123,10 @@ fn threads_append_groups_and_reader_returns_them_all() {
     let batches = m.batches.load(std::sync::atomic::Ordering::Relaxed);
     assert!((1..=2400).contains(&batches));
     assert_eq!(m.batch_groups.sum(), 2400);
+    println!(
+        "{batches} flushes for 2400 groups; {} appends waited for a segment",
+        m.segment_waits.load(std::sync::atomic::Ordering::Relaxed)
+    );
 
     let (bytes, _, reason, position) = read_all(dir.path(), Lsn(0), Lsn(0));
     assert!(

@@ -300,6 +300,7 @@ impl Wal {
             let last_segno = sh.segment_of(Lsn(end.0 - 1));
             if !sh.preparer.is_prepared(last_segno) {
                 drop(p);
+                sh.metrics.segment_waits.fetch_add(1, Ordering::Relaxed);
                 sh.preparer
                     .ensure(last_segno, sh.cfg.segments_ahead, || sh.fenced())?;
                 p = sh.pending.lock();
