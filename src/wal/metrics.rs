@@ -100,6 +100,9 @@ pub struct WalMetrics {
     pub batches: AtomicU64,
     pub batch_bytes: Histogram,
     pub batch_groups: Histogram,
+    /// Appends that had to wait for a segment file to be prepared (the
+    /// preparer fell behind, or a retry after `DiskFull`).
+    pub segment_waits: AtomicU64,
 }
 
 impl Default for WalMetrics {
@@ -111,6 +114,7 @@ impl Default for WalMetrics {
             batches: AtomicU64::new(0),
             batch_bytes: Histogram::new(BATCH_BYTES_BOUNDS),
             batch_groups: Histogram::new(BATCH_GROUPS_BOUNDS),
+            segment_waits: AtomicU64::new(0),
         }
     }
 }

@@ -300,6 +300,7 @@ impl Wal {
             let last_segno = sh.segment_of(Lsn(end.0 - 1));
             if !sh.preparer.is_prepared(last_segno) {
                 drop(p);
+                sh.metrics.segment_waits.fetch_add(1, Ordering::Relaxed);
                 sh.preparer
                     .ensure(last_segno, sh.cfg.segments_ahead, || sh.fenced())?;
                 p = sh.pending.lock();
@@ -374,7 +375,9 @@ impl Wal {
 
     /// After a checkpoint at `lsn`: segments wholly before `lsn` (and before
     /// the flushed LSN) are renamed to future numbers while fewer than
-    /// `segments_ahead` spare segments exist, and removed otherwise.
+    /// `2 * segments_ahead` segments exist beyond the insert segment, and
+    /// removed otherwise. The directory thus holds at most the segments not
+    /// yet recycled, the insert segment and `2 * segments_ahead` spares.
     /// Returns how many files were recycled and removed.
     pub fn recycle_before(&self, lsn: Lsn) -> Result<(usize, usize), WalError> {
         let sh = &*self.shared;
@@ -547,6 +550,56 @@ mod tests {
             std::thread::spawn(move || compio::runtime::Runtime::new().unwrap().block_on(fut));
         wal.shutdown().unwrap();
         assert!(matches!(waiter.join().unwrap(), Err(WalError::ShutDown)));
+    }
+
+    #[test]
+    fn a_failed_flush_fences_every_waiter_and_appender() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(cfg(dir.path()), Lsn(0), Lsn(0)).unwrap();
+        let first = append_group(&wal, 10);
+        wal.wait_flushed_blocking(first).unwrap();
+        // Segment 1 becomes something the flusher cannot open for writing.
+        wal.shared
+            .preparer
+            .ensure(SegmentNo(1), 0, || None)
+            .unwrap();
+        let seg1 = wal.shared.segs.path(SegmentNo(1));
+        std::fs::remove_file(&seg1).unwrap();
+        std::fs::create_dir(&seg1).unwrap();
+        let mut end = first;
+        while end.0 <= SEG {
+            let (next, prev) = wal.insert_position();
+            let (bytes, last) = group(next, prev, 8000);
+            end = match wal.append(&bytes, last) {
+                Ok(end) => end,
+                Err(e) => {
+                    assert!(matches!(e, WalError::Fenced { .. }), "{e:?}");
+                    break;
+                }
+            };
+        }
+        let fut = wal.wait_flushed(end);
+        let waiter =
+            std::thread::spawn(move || compio::runtime::Runtime::new().unwrap().block_on(fut));
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Err(WalError::Fenced { .. })
+        ));
+        let err = wal.wait_flushed_blocking(end).unwrap_err();
+        let WalError::Fenced { flushed, cause } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(*flushed < Lsn(SEG));
+        assert!(cause.to_string().contains("open"), "{cause}");
+        assert!(
+            wal.flushed() < Lsn(SEG),
+            "bytes of the failed batch reported durable"
+        );
+        assert!(matches!(
+            wal.append(b"x", Lsn(0)),
+            Err(WalError::Fenced { .. })
+        ));
+        assert!(matches!(wal.shutdown(), Err(WalError::Fenced { .. })));
     }
 
     #[test]

@@ -184,9 +184,12 @@ pub(crate) fn run(shared: &Shared, mut ring: Ring) {
             Err(e) => {
                 tracing::warn!(segno, error = %e, "preparing WAL segment failed");
                 st.failure = Some((attempt, e));
-                // Stop trying until someone asks again.
-                st.want_end = st.next_unprepared;
-                prep.want_end.store(st.want_end, Ordering::Relaxed);
+                // Stop trying until someone asks again; but a blocking
+                // request made during this attempt gets an attempt of its own.
+                if st.requests == attempt {
+                    st.want_end = st.next_unprepared;
+                    prep.want_end.store(st.want_end, Ordering::Relaxed);
+                }
                 prep.done.notify_all();
             }
         }
@@ -282,7 +285,9 @@ pub(crate) fn recycle_before(
     let _files = prep.files.lock();
     let listed = shared.segs.list()?;
     let insert_seg = shared.segment_of(Lsn(shared.inserted.load(Ordering::Acquire)));
-    let spare_end = insert_seg.0 + 1 + shared.cfg.segments_ahead as u64;
+    // Recycled spares may reach `segments_ahead` beyond what the preparer
+    // keeps ready, so that a steady state creates no new files at all.
+    let spare_end = insert_seg.0 + 1 + 2 * shared.cfg.segments_ahead as u64;
     let (mut recycled, mut removed) = (0, 0);
     for (segno, (_, path)) in listed.range(..limit) {
         debug_assert!(*segno < insert_seg);

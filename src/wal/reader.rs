@@ -110,8 +110,9 @@ impl WalReader {
     }
 
     /// The next valid record and its LSN, or `None` at the end of the WAL
-    /// (see [`end_reason`](Self::end_reason)).
-    #[allow(clippy::should_implement_trait)] // fallible: Result<Option<_>>, not an Iterator
+    /// (see [`end_reason`](Self::end_reason)). Not an `Iterator`: the end is
+    /// a state to inspect, and I/O errors must not look like an end.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<(Lsn, OwnedRecordBytes)>, WalError> {
         if self.end.is_some() {
             return Ok(None);
