@@ -202,3 +202,49 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     text
 }
+
+/// Writes `toml` to `<data_dir>.toml` and starts a node with `--config`
+/// on it plus `extra` flags.
+pub fn start_with_config(data_dir: &Path, toml: &str, extra: &[&str]) -> NodeProc {
+    let cfg = data_dir.with_extension("toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let mut flags = vec!["--config", cfg.to_str().unwrap()];
+    flags.extend_from_slice(extra);
+    NodeProc::start(data_dir, &flags)
+}
+
+/// Runs `tandem verify-pages` on a stopped node's data directory; returns
+/// the exit code and stdout followed by stderr.
+pub fn verify_pages(data_dir: &Path) -> (Option<i32>, String) {
+    let out = Command::new(tandem_bin())
+        .arg("verify-pages")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run tandem verify-pages");
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// A numeric `field:value` line of `INFO <section>`.
+pub fn info_u64(c: &mut redis::Connection, section: &str, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg(section).query(c).unwrap();
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("INFO {section} lacks {field}:\n{info}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` after
+/// `within`.
+pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
