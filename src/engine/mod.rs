@@ -136,6 +136,15 @@ pub struct Engine {
     system_id: SystemId,
     timeline: TimelineId,
     checkpoints: std::sync::atomic::AtomicU64,
+    data_dir: PathBuf,
+}
+
+/// Where recovery from a checkpoint starts: the first record's LSN and
+/// the LSN of the record before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedoPoint {
+    pub redo: Lsn,
+    pub redo_prev: Lsn,
 }
 
 /// What a committed (or read-only) transaction must wait for before its
@@ -237,6 +246,7 @@ impl Engine {
             system_id: cd.system_id,
             timeline: cd.timeline,
             checkpoints: Default::default(),
+            data_dir: cfg.data_dir.clone(),
         });
         if meta.is_none() && cd.role == Role::Primary {
             engine.bootstrap()?;
@@ -332,7 +342,13 @@ impl Engine {
     /// that moment (in small batches, releasing the lock between them),
     /// syncs the data file, records the redo point in the control file and
     /// recycles WAL segments before it.
-    pub fn checkpoint(&self) -> Result<Lsn, EngineError> {
+    pub fn checkpoint(&self) -> Result<RedoPoint, EngineError> {
+        self.checkpoint_keeping(Lsn(u64::MAX))
+    }
+
+    /// A checkpoint that keeps WAL segments from `keep_from` on (WAL that
+    /// standbys or builds still need) even though recovery no longer does.
+    pub fn checkpoint_keeping(&self, keep_from: Lsn) -> Result<RedoPoint, EngineError> {
         let (redo, redo_prev, dirty) = {
             let mut st = self.state.lock();
             // A standby's pages reflect only applied groups: its redo point
@@ -358,14 +374,14 @@ impl Engine {
             ..cd
         })?;
         drop(control);
-        if let Err(e) = self.wal.recycle_before(redo) {
+        if let Err(e) = self.wal.recycle_before(redo.min(keep_from)) {
             // Not fatal: the segments stay until the next checkpoint.
             tracing::warn!(error = %e, "recycling WAL segments failed");
         }
         self.checkpoints
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(%redo, pages = dirty.len(), "checkpoint done");
-        Ok(redo)
+        Ok(RedoPoint { redo, redo_prev })
     }
 
     /// Refuses new writes, flushes the WAL, checkpoints, and marks the
@@ -382,6 +398,10 @@ impl Engine {
             ..cd
         })?;
         Ok(end)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     pub fn wal(&self) -> &Arc<Wal> {
@@ -402,6 +422,11 @@ impl Engine {
 
     pub fn checkpoints(&self) -> u64 {
         self.checkpoints.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Pages allocated in the data file (the tree's high-water mark).
+    pub fn page_count(&self) -> u32 {
+        self.state.lock().meta.page_count
     }
 
     pub fn key_count(&self) -> u64 {

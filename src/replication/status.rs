@@ -68,6 +68,11 @@ impl Standbys {
         self.entries.lock().push(entry);
     }
 
+    /// Forgets earlier connections of a standby that connects again.
+    pub fn remove_name(&self, name: &str) {
+        self.entries.lock().retain(|e| e.name != name);
+    }
+
     pub fn remove(&self, id: u64) {
         self.entries.lock().retain(|e| e.id != id);
     }

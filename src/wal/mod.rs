@@ -30,7 +30,7 @@ mod preparer;
 pub mod reader;
 pub mod record;
 pub mod segment;
-mod waiters;
+pub(crate) mod waiters;
 
 use std::future::Future;
 use std::io;

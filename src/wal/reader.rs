@@ -52,6 +52,16 @@ pub struct OwnedRecordBytes {
 }
 
 impl OwnedRecordBytes {
+    /// Wraps one record's bytes after checking them (CRC, chain to `prev`):
+    /// for WAL that arrives from a peer rather than from a segment file.
+    pub fn validated(bytes: Vec<u8>, prev: Lsn) -> Result<OwnedRecordBytes, DecodeError> {
+        let (_, len) = record::decode(&bytes, prev)?;
+        if len != bytes.len() {
+            return Err(DecodeError::BadLength { len: bytes.len() as u32 });
+        }
+        Ok(OwnedRecordBytes { bytes, prev })
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }

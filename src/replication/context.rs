@@ -1,0 +1,98 @@
+//! State the replication tasks of one node share: identity, the secret,
+//! the standby table (primary side), the upstream status (standby side),
+//! synchronous-commit horizons, and WAL retention pins.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::status::{Standbys, Upstream};
+use super::sync_wait::SyncRep;
+use crate::engine::Engine;
+use crate::ids::Lsn;
+use crate::wal::segment::SegmentDir;
+use crate::wal::WalError;
+
+pub struct ReplContext {
+    pub engine: Arc<Engine>,
+    /// `cluster_secret`; empty when not configured (then any peer that
+    /// knows the system id may connect: the log warns at start-up).
+    pub secret: Vec<u8>,
+    pub name: String,
+    /// This node's client (RESP) address, told to standbys so their
+    /// READONLY errors can name the primary.
+    pub client_addr: String,
+    pub wal_dir: PathBuf,
+    pub standbys: Standbys,
+    pub upstream: Upstream,
+    pub sync: Arc<SyncRep>,
+    /// WAL a standby may still need is kept up to this many bytes behind
+    /// the end; a standby further behind must be rebuilt.
+    pub max_wal_retention: u64,
+    /// LSNs pinned by running builds (WAL from there on must stay).
+    build_pins: Mutex<Vec<(u64, Lsn)>>,
+    next_id: AtomicU64,
+}
+
+impl ReplContext {
+    pub fn new(
+        engine: Arc<Engine>,
+        secret: Vec<u8>,
+        name: String,
+        client_addr: String,
+        wal_dir: PathBuf,
+        sync: Arc<SyncRep>,
+        max_wal_retention: u64,
+    ) -> ReplContext {
+        ReplContext {
+            engine,
+            secret,
+            name,
+            client_addr,
+            wal_dir,
+            standbys: Standbys::default(),
+            upstream: Upstream::default(),
+            sync,
+            max_wal_retention,
+            build_pins: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn segments(&self) -> Result<SegmentDir, WalError> {
+        let wal = self.engine.wal();
+        SegmentDir::new(&self.wal_dir, wal.config().segment_bytes, self.engine.timeline())
+    }
+
+    pub fn pin(&self, id: u64, lsn: Lsn) {
+        self.build_pins.lock().push((id, lsn));
+    }
+
+    pub fn unpin(&self, id: u64) {
+        self.build_pins.lock().retain(|(i, _)| *i != id);
+    }
+
+    /// Oldest LSN whose WAL must be kept: running builds, and standbys
+    /// (connected ones) that are within `max_wal_retention` of the end.
+    /// `Lsn(u64::MAX)` when nothing is needed.
+    pub fn retention_floor(&self) -> Lsn {
+        let end = self.engine.wal().inserted();
+        let cap_start = Lsn(end.0.saturating_sub(self.max_wal_retention));
+        let mut floor = Lsn(u64::MAX);
+        for (_, lsn) in self.build_pins.lock().iter() {
+            floor = floor.min(*lsn);
+        }
+        for s in self.standbys.snapshot() {
+            if s.flushed >= cap_start {
+                floor = floor.min(s.flushed);
+            }
+        }
+        floor
+    }
+}

@@ -1,0 +1,183 @@
+//! Standby side: the WAL receiver and (serial) redo.
+//!
+//! Runs on the `wal-receiver` thread, one compio runtime. It connects to
+//! the upstream named in `<data-dir>/upstream`, authenticates, and asks
+//! for WAL from the end of its own WAL. Every `WalData` is checked record
+//! by record against the chain, appended to the local WAL (the local
+//! flusher makes it durable through io_uring), and acknowledged at each
+//! stage with a `StandbyStatus` sent at once (received, then flushed, then
+//! applied), so synchronous commits on the primary never wait for a
+//! timer. Complete record groups are applied after they are durable here,
+//! so a standby crash never loses what it applied. Parallel redo is its
+//! own issue; this applies serially.
+//!
+//! Errors: a refusal with `NeedsBuild` (or another cluster's system id)
+//! stops the receiver and the node reports `needs_build`; other errors
+//! reconnect with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::auth;
+use super::conn::{self, ConnError, FrameWriter};
+use super::context::ReplContext;
+use super::frame::{Message, Purpose, RefuseCode, PROTOCOL_VERSION};
+use super::sender::now_us;
+use super::status::{LinkState, UpstreamStatus};
+use super::wal_range;
+use crate::ids::Lsn;
+use crate::wal::reader::OwnedRecordBytes;
+use crate::wal::record::Record;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Starts the `wal-receiver` thread streaming from `upstream`.
+pub fn start(ctx: Arc<ReplContext>, upstream: String, core: Option<usize>) -> std::io::Result<()> {
+    let applied = ctx.engine.applied_lsn();
+    ctx.upstream.set(UpstreamStatus {
+        upstream: upstream.clone(),
+        primary_client_addr: String::new(),
+        state: LinkState::Connecting,
+        received: applied,
+        written: applied,
+        flushed: applied,
+        applied,
+        last_error: None,
+    });
+    std::thread::Builder::new().name("wal-receiver".into()).spawn(move || {
+        if let Some(core) = core {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        }
+        let runtime = match compio::runtime::Runtime::new() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "receiver runtime failed to start");
+                return;
+            }
+        };
+        runtime.block_on(receive_forever(ctx, upstream));
+    })?;
+    Ok(())
+}
+
+async fn receive_forever(ctx: Arc<ReplContext>, upstream: String) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let result = stream_once(&ctx, &upstream, &mut backoff).await;
+        let (state, stop) = match &result {
+            Err(ConnError::Refused { code: RefuseCode::NeedsBuild | RefuseCode::SystemIdMismatch, .. }) => {
+                (LinkState::NeedsBuild, true)
+            }
+            _ => (LinkState::Connecting, false),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(%upstream, error = %e, "WAL receiver disconnected");
+            ctx.upstream.update(|s| {
+                s.state = state;
+                s.last_error = Some(e.to_string());
+            });
+        }
+        if stop {
+            tracing::error!(%upstream, "this standby needs a build (tandem build --from ... --data-dir ...)");
+            return;
+        }
+        compio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn stream_once(ctx: &ReplContext, upstream: &str, backoff: &mut Duration) -> Result<(), ConnError> {
+    let engine = &ctx.engine;
+    let wal = engine.wal().clone();
+    let stream = compio::net::TcpStream::connect(upstream).await?;
+    let _ = stream.set_nodelay(true);
+    let (mut r, mut w) = conn::split(stream);
+    let (mut next, mut prev) = wal.insert_position();
+    w.send(&Message::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        system_id: engine.system_id(),
+        timeline: engine.timeline(),
+        start_lsn: next,
+        name: ctx.name.clone(),
+        purpose: Purpose::Stream,
+    })
+    .await?;
+    let challenge = r.recv().await?;
+    let Message::Challenge { nonce, system_id, .. } = challenge else {
+        return Err(conn::unexpected("Challenge", &challenge));
+    };
+    if system_id != engine.system_id() {
+        let message = format!("upstream {upstream} belongs to another cluster (system id {system_id}, ours {})", engine.system_id());
+        return Err(ConnError::Refused { code: RefuseCode::SystemIdMismatch, message });
+    }
+    w.send(&Message::AuthResponse { mac: auth::respond(&ctx.secret, &nonce, system_id, &ctx.name) }).await?;
+    let ok = r.recv().await?;
+    let Message::AuthOk { primary_name } = ok else {
+        return Err(conn::unexpected("AuthOk", &ok));
+    };
+    let client_addr = primary_name.split_once('@').map(|(_, a)| a.to_string()).unwrap_or_default();
+    tracing::info!(%upstream, primary = %primary_name, start = %next, "streaming WAL");
+    *backoff = BACKOFF_MIN;
+    ctx.upstream.update(|s| {
+        s.state = LinkState::Streaming;
+        s.primary_client_addr = client_addr;
+        s.last_error = None;
+    });
+    let mut group: Vec<(Lsn, OwnedRecordBytes)> = Vec::new();
+    loop {
+        match r.recv().await? {
+            Message::WalData { start, bytes, .. } => {
+                if start != next {
+                    return Err(ConnError::Unexpected { expected: "WAL at our end", got: format!("WAL at {start}, ours ends at {next}") });
+                }
+                let (records, last) = wal_range::validate_chain(&bytes, start, prev).map_err(|(lsn, e)| {
+                    ConnError::Unexpected { expected: "valid WAL records", got: format!("bad record at {lsn}: {e}") }
+                })?;
+                let end = start.add(bytes.len() as u64);
+                ctx.upstream.update(|s| s.received = end);
+                status(&mut w, ctx, false).await?;
+                wal.append(&bytes, last).map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+                ctx.upstream.update(|s| s.written = end);
+                wal.wait_flushed(end).await.map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+                ctx.upstream.update(|s| s.flushed = end);
+                status(&mut w, ctx, false).await?;
+                (next, prev) = (end, last);
+                apply(ctx, &mut group, records)?;
+                status(&mut w, ctx, false).await?;
+            }
+            Message::Keepalive { .. } => status(&mut w, ctx, false).await?,
+            other => return Err(conn::unexpected("WalData or Keepalive", &other)),
+        }
+    }
+}
+
+/// Applies every complete group among `records` (with the pending partial
+/// group carried over from earlier chunks).
+fn apply(ctx: &ReplContext, group: &mut Vec<(Lsn, OwnedRecordBytes)>, records: Vec<(Lsn, OwnedRecordBytes)>) -> Result<(), ConnError> {
+    for (lsn, rec) in records {
+        let is_commit = matches!(rec.record(), Record::Commit { .. });
+        let len = rec.bytes().len() as u64;
+        group.push((lsn, rec));
+        if is_commit {
+            let end = lsn.add(len);
+            ctx.engine.apply_group(group, end, lsn).map_err(|e| ConnError::Io(std::io::Error::other(format!("redo failed: {e}"))))?;
+            group.clear();
+            ctx.upstream.update(|s| s.applied = end);
+        }
+    }
+    Ok(())
+}
+
+async fn status(w: &mut FrameWriter, ctx: &ReplContext, reply_requested: bool) -> Result<(), ConnError> {
+    let Some(s) = ctx.upstream.get() else { return Ok(()) };
+    w.send(&Message::StandbyStatus {
+        received: s.received,
+        written: s.written,
+        flushed: s.flushed,
+        applied: s.applied,
+        time_us: now_us(),
+        reply_requested,
+    })
+    .await
+}

@@ -1,0 +1,254 @@
+//! Primary side of the replication port: accepts peers, runs the
+//! handshake, then streams WAL to a standby (or hands the connection to
+//! the build sender).
+//!
+//! Runs on the `wal-sender` thread: one compio (io_uring) runtime, one
+//! task per peer. A standby's stream: whole records from its start LSN up
+//! to the primary's flushed LSN, read from segment files in chunks of
+//! `wal_range::CHUNK_BYTES`, then one `WalData` per flush as the WAL grows
+//! (woken by the flusher, no polling), a `Keepalive` after a second of
+//! silence. A second task per standby reads its status frames, updates
+//! the standby table and the synchronous-commit horizons.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::auth;
+use super::build;
+use super::conn::{self, ConnError, FrameReader, FrameWriter};
+use super::context::ReplContext;
+use super::frame::{Message, Purpose, RefuseCode, PROTOCOL_VERSION};
+use super::status::{LinkState, StandbyEntry};
+use super::wal_range;
+use crate::ids::{Lsn, SegmentNo};
+
+const KEEPALIVE_AFTER: Duration = Duration::from_secs(1);
+
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// Binds the replication port and starts the `wal-sender` thread.
+pub fn start(ctx: Arc<ReplContext>, addr: SocketAddr, core: Option<usize>) -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    if ctx.secret.is_empty() {
+        tracing::warn!("cluster_secret is not set: any peer that knows the system id may replicate");
+    }
+    std::thread::Builder::new().name("wal-sender".into()).spawn(move || {
+        if let Some(core) = core {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        }
+        let runtime = match compio::runtime::Runtime::new() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "replication runtime failed to start");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let listener = match compio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "replication listener failed");
+                    return;
+                }
+            };
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else { continue };
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                compio::runtime::spawn(async move {
+                    if let Err(e) = serve_peer(ctx, stream, peer).await {
+                        tracing::warn!(%peer, error = %e, "replication peer refused or disconnected");
+                    }
+                })
+                .detach();
+            }
+        });
+    })?;
+    Ok(bound)
+}
+
+/// What the handshake established about a peer.
+pub struct Peer {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub start: Lsn,
+    pub purpose: Purpose,
+}
+
+async fn serve_peer(ctx: Arc<ReplContext>, stream: compio::net::TcpStream, addr: SocketAddr) -> Result<(), ConnError> {
+    let (mut r, mut w) = conn::split(stream);
+    let peer = handshake(&ctx, &mut r, &mut w, addr).await?;
+    tracing::info!(name = %peer.name, %addr, purpose = ?peer.purpose, start = %peer.start, "replication peer authenticated");
+    match peer.purpose {
+        Purpose::Build => build::serve(&ctx, &peer, &mut w).await,
+        Purpose::Stream => stream_wal(ctx, peer, r, w).await,
+    }
+}
+
+async fn handshake(
+    ctx: &ReplContext,
+    r: &mut FrameReader,
+    w: &mut FrameWriter,
+    addr: SocketAddr,
+) -> Result<Peer, ConnError> {
+    let hello = r.recv().await?;
+    let Message::Hello { protocol_version, system_id, timeline, start_lsn, name, purpose } = hello else {
+        w.refuse(RefuseCode::Protocol, "expected Hello".into()).await;
+        return Err(conn::unexpected("Hello", &hello));
+    };
+    let engine = &ctx.engine;
+    if protocol_version != PROTOCOL_VERSION {
+        let msg = format!("protocol version {protocol_version}, this node speaks {PROTOCOL_VERSION}");
+        w.refuse(RefuseCode::Protocol, msg.clone()).await;
+        return Err(ConnError::Refused { code: RefuseCode::Protocol, message: msg });
+    }
+    if purpose == Purpose::Stream && system_id != engine.system_id() {
+        let msg = format!(
+            "standby {name} at {addr} belongs to another cluster (system id {system_id}, ours {})",
+            engine.system_id()
+        );
+        w.refuse(RefuseCode::SystemIdMismatch, msg.clone()).await;
+        return Err(ConnError::Refused { code: RefuseCode::SystemIdMismatch, message: msg });
+    }
+    if purpose == Purpose::Stream && timeline != engine.timeline() {
+        let msg = format!("standby {name} is on timeline {timeline}, this node on {}", engine.timeline());
+        w.refuse(RefuseCode::TimelineMismatch, msg.clone()).await;
+        return Err(ConnError::Refused { code: RefuseCode::TimelineMismatch, message: msg });
+    }
+    let nonce = auth::new_nonce();
+    w.send(&Message::Challenge {
+        nonce,
+        system_id: engine.system_id(),
+        timeline: engine.timeline(),
+        flushed: engine.wal().flushed(),
+    })
+    .await?;
+    let reply = r.recv().await?;
+    let Message::AuthResponse { mac } = reply else {
+        w.refuse(RefuseCode::Protocol, "expected AuthResponse".into()).await;
+        return Err(conn::unexpected("AuthResponse", &reply));
+    };
+    if !auth::verify(&ctx.secret, &nonce, engine.system_id(), &name, &mac) {
+        let msg = format!("peer {name} at {addr} failed authentication (wrong cluster_secret)");
+        w.refuse(RefuseCode::AuthFailed, "authentication failed: wrong cluster_secret".into()).await;
+        return Err(ConnError::Refused { code: RefuseCode::AuthFailed, message: msg });
+    }
+    w.send(&Message::AuthOk { primary_name: format!("{}@{}", ctx.name, ctx.client_addr) }).await?;
+    Ok(Peer { name, addr, start: start_lsn, purpose })
+}
+
+async fn stream_wal(ctx: Arc<ReplContext>, peer: Peer, r: FrameReader, mut w: FrameWriter) -> Result<(), ConnError> {
+    let wal = ctx.engine.wal().clone();
+    let flushed = wal.flushed();
+    let segs = ctx.segments().map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+    let seg_bytes = segs.segment_bytes();
+    let available = peer.start <= flushed
+        && (peer.start == flushed || segs.path(SegmentNo::of(peer.start, seg_bytes)).exists());
+    if !available {
+        let msg = format!(
+            "WAL from {} is no longer retained here (or is ahead of this node's {flushed}): the standby needs a build",
+            peer.start
+        );
+        w.refuse(RefuseCode::NeedsBuild, msg.clone()).await;
+        return Err(ConnError::Refused { code: RefuseCode::NeedsBuild, message: msg });
+    }
+    let id = ctx.next_id();
+    let now = Instant::now();
+    ctx.standbys.remove_name(&peer.name);
+    ctx.standbys.add(StandbyEntry {
+        id,
+        name: peer.name.clone(),
+        addr: peer.addr.to_string(),
+        state: LinkState::CatchingUp,
+        sent: peer.start,
+        received: peer.start,
+        written: peer.start,
+        flushed: peer.start,
+        applied: peer.start,
+        last_reply: now,
+        connected_at: now,
+    });
+    let closed = Rc::new(std::cell::Cell::new(false));
+    let reader = compio::runtime::spawn(read_status(ctx.clone(), id, r, closed.clone()));
+    let result = send_loop(&ctx, id, peer.start, &mut w, &closed).await;
+    drop(reader);
+    ctx.standbys.update(id, |e| e.state = LinkState::Disconnected);
+    ctx.sync.recompute(&ctx.standbys.snapshot());
+    tracing::info!(name = %peer.name, "standby disconnected");
+    result
+}
+
+async fn send_loop(
+    ctx: &ReplContext,
+    id: u64,
+    start: Lsn,
+    w: &mut FrameWriter,
+    closed: &std::cell::Cell<bool>,
+) -> Result<(), ConnError> {
+    let wal = ctx.engine.wal().clone();
+    let segs = ctx.segments().map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+    let mut sent = start;
+    loop {
+        if closed.get() {
+            return Err(ConnError::Closed);
+        }
+        let flushed = wal.flushed();
+        if sent < flushed {
+            let bytes = wal_range::read_records(&segs, sent, flushed)
+                .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+            if bytes.is_empty() {
+                return Err(ConnError::Io(std::io::Error::other(format!("no whole record at {sent}"))));
+            }
+            let next = sent.add(bytes.len() as u64);
+            w.send(&Message::WalData { start: sent, end_of_flushed: flushed, bytes }).await?;
+            sent = next;
+            let state = if sent == wal.flushed() { LinkState::Streaming } else { LinkState::CatchingUp };
+            ctx.standbys.update(id, |e| {
+                e.sent = sent;
+                e.state = state;
+            });
+            continue;
+        }
+        let woke = compio::time::timeout(KEEPALIVE_AFTER, wal.wait_flushed(sent.add(1))).await;
+        match woke {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ConnError::Io(std::io::Error::other(e.to_string()))),
+            Err(_) => {
+                w.send(&Message::Keepalive { flushed: wal.flushed(), time_us: now_us(), reply_requested: true })
+                    .await?
+            }
+        }
+    }
+}
+
+async fn read_status(ctx: Arc<ReplContext>, id: u64, mut r: FrameReader, closed: Rc<std::cell::Cell<bool>>) {
+    loop {
+        match r.recv().await {
+            Ok(Message::StandbyStatus { received, written, flushed, applied, .. }) => {
+                ctx.standbys.update(id, |e| {
+                    e.received = e.received.max(received);
+                    e.written = e.written.max(written);
+                    e.flushed = e.flushed.max(flushed);
+                    e.applied = e.applied.max(applied);
+                    e.last_reply = Instant::now();
+                });
+                ctx.sync.recompute(&ctx.standbys.snapshot());
+            }
+            Ok(other) => {
+                tracing::warn!(kind = ?other.kind(), "unexpected message from standby; disconnecting");
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "standby status stream ended");
+                break;
+            }
+        }
+    }
+    closed.set(true);
+}

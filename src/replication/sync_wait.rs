@@ -1,0 +1,180 @@
+//! Commit waits for standbys: per synchronous level, the highest LSN the
+//! configured standbys have confirmed, and the sessions waiting for it.
+//!
+//! The WAL senders call [`SyncRep::recompute`] after every standby status;
+//! it evaluates `synchronous_standby_names` with
+//! [`super::sync_commit::commit_horizon`] per level, publishes the
+//! horizons (they only grow: asserted) and wakes waiters. When the required
+//! standbys are not connected, the level is marked missing: waits keep
+//! waiting (strict, the default) unless `most_available_sync` lets commits
+//! proceed on local durability, which INFO and the log then say.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+
+use super::status::{LinkState, StandbyEntry};
+use super::sync_commit::{commit_horizon, Horizon, StandbyNames, StandbyPosition, SyncLevel};
+use crate::ids::Lsn;
+use crate::wal::waiters::Waiters;
+
+/// The four levels that wait for standbys, in index order.
+const REMOTE_LEVELS: [SyncLevel; 4] =
+    [SyncLevel::RemoteReceive, SyncLevel::RemoteWrite, SyncLevel::On, SyncLevel::RemoteApply];
+
+fn level_index(level: SyncLevel) -> Option<usize> {
+    REMOTE_LEVELS.iter().position(|&l| l == level)
+}
+
+pub struct SyncRep {
+    names: Mutex<StandbyNames>,
+    most_available_sync: AtomicBool,
+    horizons: [AtomicU64; 4],
+    missing: [AtomicBool; 4],
+    waiters: Waiters,
+}
+
+impl SyncRep {
+    pub fn new(names: StandbyNames, most_available_sync: bool) -> SyncRep {
+        SyncRep {
+            names: Mutex::new(names),
+            most_available_sync: AtomicBool::new(most_available_sync),
+            horizons: Default::default(),
+            missing: Default::default(),
+            waiters: Waiters::default(),
+        }
+    }
+
+    pub fn names(&self) -> StandbyNames {
+        self.names.lock().clone()
+    }
+
+    pub fn set_names(&self, names: StandbyNames, standbys: &[StandbyEntry]) {
+        *self.names.lock() = names;
+        self.recompute(standbys);
+    }
+
+    pub fn most_available_sync(&self) -> bool {
+        self.most_available_sync.load(Ordering::Acquire)
+    }
+
+    pub fn set_most_available_sync(&self, on: bool) {
+        self.most_available_sync.store(on, Ordering::Release);
+        self.waiters.wake_all();
+    }
+
+    /// Whether commits at `level` currently proceed without the standbys
+    /// they should wait for (`most_available_sync` with standbys missing).
+    pub fn degraded(&self, level: SyncLevel) -> bool {
+        level_index(level).is_some_and(|i| self.missing[i].load(Ordering::Acquire))
+            && self.most_available_sync()
+    }
+
+    pub fn horizon(&self, level: SyncLevel) -> Option<Lsn> {
+        level_index(level).map(|i| Lsn(self.horizons[i].load(Ordering::Acquire)))
+    }
+
+    /// Re-evaluates every level from the standby table and wakes the
+    /// sessions whose commits are now confirmed.
+    pub fn recompute(&self, standbys: &[StandbyEntry]) {
+        let positions: Vec<StandbyPosition> = standbys
+            .iter()
+            .map(|s| StandbyPosition {
+                name: s.name.clone(),
+                received: s.received,
+                written: s.written,
+                flushed: s.flushed,
+                applied: s.applied,
+                connected: matches!(s.state, LinkState::Streaming | LinkState::CatchingUp),
+            })
+            .collect();
+        let names = self.names.lock().clone();
+        let mut changed_missing = false;
+        let mut wake_to = Lsn::ZERO;
+        for (i, &level) in REMOTE_LEVELS.iter().enumerate() {
+            let missing = match commit_horizon(&names, level, &positions) {
+                Horizon::Lsn(h) => {
+                    let old = self.horizons[i].fetch_max(h.0, Ordering::AcqRel);
+                    wake_to = wake_to.max(h.max(Lsn(old)));
+                    false
+                }
+                Horizon::LocalOnly => {
+                    // No standby names: remote levels act as local.
+                    self.horizons[i].store(u64::MAX, Ordering::Release);
+                    wake_to = Lsn(u64::MAX);
+                    false
+                }
+                Horizon::NotEnoughStandbys { .. } => true,
+            };
+            let was = self.missing[i].swap(missing, Ordering::AcqRel);
+            if was != missing {
+                changed_missing = true;
+                if missing {
+                    tracing::warn!(level = level.as_str(), "synchronous standbys missing");
+                } else {
+                    tracing::info!(level = level.as_str(), "synchronous standbys back");
+                }
+            }
+        }
+        if changed_missing {
+            self.waiters.wake_all();
+        } else {
+            self.waiters.wake_through(wake_to);
+        }
+    }
+
+    fn covered(&self, level: SyncLevel, lsn: Lsn) -> bool {
+        match level_index(level) {
+            None => true,
+            Some(i) => {
+                self.horizons[i].load(Ordering::Acquire) >= lsn.0
+                    || (self.missing[i].load(Ordering::Acquire) && self.most_available_sync())
+            }
+        }
+    }
+
+    /// Resolves when a commit ending at `lsn` satisfies `level`.
+    pub fn wait(self: &Arc<Self>, level: SyncLevel, lsn: Lsn) -> SyncWait {
+        SyncWait { rep: self.clone(), level, lsn, id: None }
+    }
+}
+
+/// Future of [`SyncRep::wait`].
+pub struct SyncWait {
+    rep: Arc<SyncRep>,
+    level: SyncLevel,
+    lsn: Lsn,
+    id: Option<u64>,
+}
+
+impl Future for SyncWait {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.rep.covered(this.level, this.lsn) {
+            return Poll::Ready(());
+        }
+        let mut list = this.rep.waiters.lock();
+        if this.rep.covered(this.level, this.lsn) {
+            if let Some(id) = this.id.take() {
+                list.deregister(this.lsn, id);
+            }
+            return Poll::Ready(());
+        }
+        list.register(this.lsn, &mut this.id, cx.waker());
+        Poll::Pending
+    }
+}
+
+impl Drop for SyncWait {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.rep.waiters.lock().deregister(self.lsn, id);
+        }
+    }
+}
