@@ -5,7 +5,8 @@
 //!   calling into [`engine`] (B+tree, buffer pool) under the engine lock;
 //! - WAL flusher: [`wal`] (group commit through io_uring, [`io`]);
 //! - checkpointer (background core): [`engine::Engine::checkpoint`];
-//! - start-up: [`engine::recovery`] redoes the WAL with [`redo`].
+//! - start-up: [`engine::recovery`] redoes the WAL with [`redo`];
+//! - WAL sender / receiver: [`replication`] (frames, auth, sync commit).
 //!
 //! Invariants, and where they are asserted:
 //! - published LSNs only grow (`wal`);
@@ -28,5 +29,6 @@ pub mod metrics;
 pub mod node;
 pub mod page;
 pub mod redo;
+pub mod replication;
 pub mod server;
 pub mod wal;
