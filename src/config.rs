@@ -6,33 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Durability a commit waits for before its reply. Remote levels come
-/// with replication; they are parsed now so configs stay valid.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncCommit {
-    /// Reply before the WAL is durable (a crash may lose the last commits).
-    Off,
-    /// Reply after the WAL is durable on this node.
-    Local,
-}
-
-impl SyncCommit {
-    pub fn parse(s: &str) -> Option<SyncCommit> {
-        match s.to_ascii_lowercase().as_str() {
-            "off" => Some(SyncCommit::Off),
-            "local" => Some(SyncCommit::Local),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncCommit::Off => "off",
-            SyncCommit::Local => "local",
-        }
-    }
-}
+pub use crate::replication::sync_commit::{StandbyNames, SyncLevel};
 
 /// Settings read from the config file; all optional, defaults below.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -46,6 +20,10 @@ pub struct FileConfig {
     pub requirepass: Option<String>,
     pub cluster_secret: Option<String>,
     pub synchronous_commit: Option<String>,
+    pub synchronous_standby_names: Option<String>,
+    pub most_available_sync: Option<bool>,
+    pub synchronous_commit_timeout_ms: Option<u64>,
+    pub max_wal_retention: Option<u64>,
     pub buffer_pool_bytes: Option<u64>,
     pub wal_segment_bytes: Option<u64>,
     pub wal_segments_ahead: Option<u32>,
@@ -77,7 +55,12 @@ pub struct Config {
     pub name: String,
     pub requirepass: Option<String>,
     pub cluster_secret: Option<String>,
-    pub synchronous_commit: SyncCommit,
+    pub synchronous_commit: SyncLevel,
+    pub synchronous_standby_names: StandbyNames,
+    pub most_available_sync: bool,
+    /// 0: commits wait for their standbys without a time limit.
+    pub synchronous_commit_timeout_ms: u64,
+    pub max_wal_retention: u64,
     pub buffer_pool_bytes: u64,
     pub wal_segment_bytes: u64,
     pub wal_segments_ahead: u32,
@@ -162,6 +145,8 @@ pub mod limits {
     pub const CHECKPOINT_WAL_BYTES_DEFAULT: u64 = 256 << 20;
     /// Data file growth step: 1 MiB; small enough for tmpfs tests.
     pub const DATA_EXTEND_PAGES_DEFAULT: u32 = 128;
+    /// WAL kept for standbys behind the end: 1 GiB.
+    pub const MAX_WAL_RETENTION_DEFAULT: u64 = 1 << 30;
     /// SCAN cursors remembered per connection.
     pub const SCAN_CURSORS_MAX: usize = 64;
 }
@@ -204,13 +189,29 @@ impl Config {
             });
         }
         let synchronous_commit = match f.synchronous_commit {
-            None => SyncCommit::Local,
-            Some(s) => SyncCommit::parse(&s).ok_or(ConfigError::Invalid {
+            None => SyncLevel::Local,
+            Some(s) => SyncLevel::parse(&s).map_err(|_| ConfigError::Invalid {
                 key: "synchronous_commit",
                 value: s,
-                reason: "expected off or local (remote levels come with replication)",
+                reason: "expected off, local, remote_receive, remote_write, on, remote_flush or remote_apply",
             })?,
         };
+        let names_text = f.synchronous_standby_names.unwrap_or_default();
+        let synchronous_standby_names =
+            StandbyNames::parse(&names_text).map_err(|_| ConfigError::Invalid {
+                key: "synchronous_standby_names",
+                value: names_text.clone(),
+                reason: "expected '', '*', 'FIRST n (a, b)', 'ANY n (a, b)' or 'a, b'",
+            })?;
+        if let Some(name) = &f.name {
+            if !crate::replication::frame::name_is_valid(name) {
+                return Err(ConfigError::Invalid {
+                    key: "name",
+                    value: name.clone(),
+                    reason: "1 to 64 characters of A-Z a-z 0-9 _ . -",
+                });
+            }
+        }
         let wal_segment_bytes = f
             .wal_segment_bytes
             .unwrap_or(limits::WAL_SEGMENT_BYTES_DEFAULT);
@@ -243,6 +244,12 @@ impl Config {
             requirepass: f.requirepass.filter(|p| !p.is_empty()),
             cluster_secret: f.cluster_secret,
             synchronous_commit,
+            synchronous_standby_names,
+            most_available_sync: f.most_available_sync.unwrap_or(false),
+            synchronous_commit_timeout_ms: f.synchronous_commit_timeout_ms.unwrap_or(0),
+            max_wal_retention: f
+                .max_wal_retention
+                .unwrap_or(limits::MAX_WAL_RETENTION_DEFAULT),
             buffer_pool_bytes,
             wal_segment_bytes,
             wal_segments_ahead: f.wal_segments_ahead.unwrap_or(2).max(1),
@@ -288,7 +295,7 @@ mod tests {
         let f: FileConfig =
             toml::from_str("data_dir = \"/tmp/x\"\nsynchronous_commit = \"off\"\n").unwrap();
         let c = Config::resolve(f).unwrap();
-        assert_eq!(c.synchronous_commit, SyncCommit::Off);
+        assert_eq!(c.synchronous_commit, SyncLevel::Off);
         let f: FileConfig =
             toml::from_str("data_dir = \"/x\"\nsynchronous_commit = \"maybe\"\n").unwrap();
         assert!(Config::resolve(f).is_err());

@@ -23,9 +23,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::config::{Config, SyncCommit};
+use crate::config::{Config, SyncLevel};
+use crate::engine::control_file::Role;
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::metrics::Metrics;
+use crate::replication::context::ReplContext;
+use crate::replication::sync_wait::SyncRep;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -40,6 +43,10 @@ pub enum NodeError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("data directory {dir} holds an interrupted build: it needs a build (tandem build --from HOST:PORT --data-dir {dir})")]
+    NeedsBuild { dir: String },
+    #[error("standby data directory {dir} has no readable upstream file: {source}")]
+    NoUpstream { dir: String, source: std::io::Error },
     #[error("cannot start thread {name}: {source}")]
     Thread {
         name: String,
@@ -59,7 +66,9 @@ pub struct Node {
     pub config: Config,
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
+    pub repl: Arc<ReplContext>,
     synchronous_commit: AtomicU8,
+    synchronous_commit_timeout_ms: std::sync::atomic::AtomicU64,
     shutting_down: AtomicBool,
     in_flight: AtomicUsize,
     pub connections: AtomicUsize,
@@ -68,16 +77,27 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn synchronous_commit(&self) -> SyncCommit {
-        match self.synchronous_commit.load(Ordering::Relaxed) {
-            0 => SyncCommit::Off,
-            _ => SyncCommit::Local,
-        }
+    pub fn synchronous_commit(&self) -> SyncLevel {
+        let i = self.synchronous_commit.load(Ordering::Relaxed) as usize;
+        SyncLevel::ALL.get(i).copied().unwrap_or(SyncLevel::Local)
     }
 
-    pub fn set_synchronous_commit(&self, level: SyncCommit) {
-        self.synchronous_commit
-            .store(level as u8, Ordering::Relaxed);
+    pub fn set_synchronous_commit(&self, level: SyncLevel) {
+        let i = SyncLevel::ALL.iter().position(|&l| l == level).unwrap_or(1);
+        self.synchronous_commit.store(i as u8, Ordering::Relaxed);
+    }
+
+    pub fn synchronous_commit_timeout_ms(&self) -> u64 {
+        self.synchronous_commit_timeout_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn set_synchronous_commit_timeout_ms(&self, ms: u64) {
+        self.synchronous_commit_timeout_ms
+            .store(ms, Ordering::Relaxed);
+    }
+
+    pub fn is_standby(&self) -> bool {
+        self.engine.role() == Role::Standby
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -156,6 +176,15 @@ fn spawn(
 /// Runs a node until it is told to stop; returns after a clean shutdown.
 pub fn run(config: Config) -> Result<(), NodeError> {
     let _lock = lock_data_dir(&config.data_dir)?;
+    if config
+        .data_dir
+        .join(crate::replication::build::MARKER)
+        .exists()
+    {
+        return Err(NodeError::NeedsBuild {
+            dir: config.data_dir.display().to_string(),
+        });
+    }
     tracing::info!(core_map = %config.core_map, "core map");
     let engine = Engine::open(&EngineConfig {
         data_dir: config.data_dir.clone(),
@@ -166,8 +195,29 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         flusher_core: Some(config.core_map.wal_flusher),
     })?;
     let (stop_tx, stop_rx) = bounded(4);
+    let sync = Arc::new(SyncRep::new(
+        config.synchronous_standby_names.clone(),
+        config.most_available_sync,
+    ));
+    let repl = Arc::new(ReplContext::new(
+        engine.clone(),
+        config
+            .cluster_secret
+            .clone()
+            .unwrap_or_default()
+            .into_bytes(),
+        config.name.clone(),
+        config.listen.to_string(),
+        config.data_dir.join("wal"),
+        sync,
+        config.max_wal_retention,
+    ));
     let node = Arc::new(Node {
-        synchronous_commit: AtomicU8::new(config.synchronous_commit as u8),
+        synchronous_commit: AtomicU8::new(0),
+        synchronous_commit_timeout_ms: std::sync::atomic::AtomicU64::new(
+            config.synchronous_commit_timeout_ms,
+        ),
+        repl: repl.clone(),
         config,
         engine: engine.clone(),
         metrics: Arc::new(Metrics::new()),
@@ -177,6 +227,7 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         started: Instant::now(),
         stop_tx,
     });
+    node.set_synchronous_commit(node.config.synchronous_commit);
     if let Some(addr) = node.config.metrics_listen {
         let bound = crate::metrics::serve(addr, node.metrics.clone(), engine.clone()).map_err(
             |source| NodeError::Listen {
@@ -185,6 +236,32 @@ pub fn run(config: Config) -> Result<(), NodeError> {
             },
         )?;
         tracing::info!(%bound, "metrics listening");
+    }
+    let repl_bound = crate::replication::sender::start(repl.clone(), node.config.repl_listen, None)
+        .map_err(|source| NodeError::Listen {
+            addr: node.config.repl_listen.to_string(),
+            source,
+        })?;
+    tracing::info!(%repl_bound, "replication port listening");
+    if node.is_standby() {
+        let path = node
+            .config
+            .data_dir
+            .join(crate::replication::build::UPSTREAM_FILE);
+        let upstream = std::fs::read_to_string(&path)
+            .map_err(|source| NodeError::NoUpstream {
+                dir: node.config.data_dir.display().to_string(),
+                source,
+            })?
+            .trim()
+            .to_string();
+        crate::replication::receiver::start(repl.clone(), upstream.clone(), None).map_err(
+            |source| NodeError::Thread {
+                name: "wal-receiver".into(),
+                source,
+            },
+        )?;
+        tracing::info!(%upstream, "starting as a standby");
     }
     crate::server::listener::start(&node)?;
     let (ckpt_stop_tx, ckpt_stop_rx) = bounded::<()>(1);
@@ -218,6 +295,7 @@ fn shutdown(
 
 fn start_checkpointer(node: &Arc<Node>, stop: Receiver<()>) -> Result<(), NodeError> {
     let engine = node.engine.clone();
+    let repl = node.repl.clone();
     let interval = Duration::from_secs(node.config.checkpoint_interval_secs);
     let wal_bytes = node.config.checkpoint_wal_bytes;
     spawn(
@@ -233,7 +311,7 @@ fn start_checkpointer(node: &Arc<Node>, stop: Receiver<()>) -> Result<(), NodeEr
                 if last.elapsed() < interval && behind < wal_bytes {
                     continue;
                 }
-                if let Err(e) = engine.checkpoint() {
+                if let Err(e) = engine.checkpoint_keeping(repl.retention_floor()) {
                     tracing::error!(error = %e, "checkpoint failed");
                 }
                 last = Instant::now();

@@ -25,11 +25,39 @@ struct Cli {
 enum Cmd {
     /// Run a node (a new empty data directory becomes a new cluster's primary).
     Node(Box<NodeArgs>),
+    /// Build a new standby in an empty directory from a running node.
+    Build(BuildArgs),
     /// Verify every page checksum of a stopped node's data directory.
     VerifyPages {
         #[arg(long)]
         data_dir: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// The source's replication address (its --repl-listen).
+    #[arg(long)]
+    from: String,
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// full (the default and, for now, the only mode; incremental comes later)
+    #[arg(long, default_value = "full")]
+    mode: String,
+    /// This standby's name (as the primary lists it).
+    #[arg(long)]
+    name: Option<String>,
+    /// TOML config to read cluster_secret (and name) from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    cluster_secret: Option<String>,
+    /// Bytes per second; 0 = unlimited.
+    #[arg(long, default_value_t = 0)]
+    max_rate: u64,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -62,6 +90,17 @@ struct NodeArgs {
     session_cores: Option<usize>,
     #[arg(long)]
     connections_max: Option<usize>,
+    #[arg(long)]
+    cluster_secret: Option<String>,
+    /// '', '*', 'FIRST n (a, b)', 'ANY n (a, b)'
+    #[arg(long)]
+    synchronous_standby_names: Option<String>,
+    #[arg(long)]
+    most_available_sync: Option<bool>,
+    #[arg(long)]
+    synchronous_commit_timeout_ms: Option<u64>,
+    #[arg(long)]
+    max_wal_retention: Option<u64>,
 }
 
 fn node(args: NodeArgs) -> anyhow::Result<()> {
@@ -84,7 +123,12 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
         wal_segment_bytes,
         checkpoint_interval_secs,
         session_cores,
-        connections_max
+        connections_max,
+        cluster_secret,
+        synchronous_standby_names,
+        most_available_sync,
+        synchronous_commit_timeout_ms,
+        max_wal_retention
     );
     let config = Config::resolve(f)?;
     tandem::node::run(config)?;
@@ -101,6 +145,7 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Cmd::Node(args) => node(*args),
+        Cmd::Build(args) => build(args),
         Cmd::VerifyPages { data_dir } => verify(data_dir),
     };
     match result {
@@ -110,6 +155,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<()> {
+    if args.mode != "full" {
+        anyhow::bail!(
+            "build mode {:?} is not available yet: use --mode full",
+            args.mode
+        );
+    }
+    let file = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => FileConfig::default(),
+    };
+    let name = args
+        .name
+        .or(file.name)
+        .unwrap_or_else(|| format!("standby-{}", std::process::id()));
+    let secret = args
+        .cluster_secret
+        .or(file.cluster_secret)
+        .unwrap_or_default();
+    let summary = tandem::replication::build::run(&tandem::replication::build::BuildOptions {
+        from: args.from.clone(),
+        data_dir: args.data_dir.clone(),
+        name,
+        secret: secret.into_bytes(),
+        max_rate: args.max_rate,
+        progress: !args.quiet,
+    })?;
+    println!(
+        "build done: {} pages, {:.1} MiB in {:.2} s ({:.1} MiB/s), redo from {} to {}; start it with: tandem node --data-dir {}",
+        summary.pages,
+        summary.bytes as f64 / (1 << 20) as f64,
+        summary.seconds,
+        summary.bytes as f64 / (1 << 20) as f64 / summary.seconds.max(1e-6),
+        summary.redo,
+        summary.end,
+        args.data_dir.display()
+    );
+    Ok(())
 }
 
 fn verify(data_dir: PathBuf) -> anyhow::Result<()> {

@@ -33,13 +33,13 @@ use parking_lot::Mutex;
 
 use self::buffer_pool::{BufferPool, PoolError, PoolStats};
 use self::control_file::{ControlData, ControlError, ControlFile, NodeState, Role};
-use crate::wal::reader::OwnedRecordBytes;
 use self::data_file::{DataFile, DataFileError};
 use self::tx::Tx;
 use crate::ids::{Lsn, PageNo, SystemId, TimelineId};
 use crate::page::meta::{Meta, MetaError};
 use crate::page::{PageError, PageKind};
 use crate::redo::ApplyError;
+use crate::wal::reader::OwnedRecordBytes;
 use crate::wal::{Wal, WalConfig, WalError};
 
 /// First LSN of a new cluster's WAL. Not zero: page LSN 0 means "never
@@ -314,19 +314,53 @@ impl Engine {
     /// Standby: applies one complete record group that is already durable
     /// in the local WAL; `end` is the LSN after its commit record. Readers
     /// see all of the group or none of it (the engine lock is held).
-    pub fn apply_group(&self, group: &[(Lsn, OwnedRecordBytes)], end: Lsn, last: Lsn) -> Result<(), EngineError> {
+    pub fn apply_group(
+        &self,
+        group: &[(Lsn, OwnedRecordBytes)],
+        end: Lsn,
+        last: Lsn,
+    ) -> Result<(), EngineError> {
         let mut st = self.state.lock();
         let st = &mut *st;
         assert_eq!(st.role, Role::Standby, "apply_group on a primary");
-        assert!(end > st.applied.0, "applied LSN must grow: {} -> {end}", st.applied.0);
+        assert!(
+            end > st.applied.0,
+            "applied LSN must grow: {} -> {end}",
+            st.applied.0
+        );
         recovery::apply_group(&mut st.pool, group)?;
-        if group.iter().any(|(_, r)| matches!(r.record(), crate::wal::record::Record::MetaSet { .. })) {
+        if group
+            .iter()
+            .any(|(_, r)| matches!(r.record(), crate::wal::record::Record::MetaSet { .. }))
+        {
             if let Some(meta) = Meta::read(st.pool.get(PageNo::META)?.0)? {
                 st.meta = meta;
             }
         }
         st.applied = (end, last);
         Ok(())
+    }
+
+    /// A digest of every page (CRC32C chained over each page's bytes but
+    /// its checksum field, which only disk copies carry) and the LSN it
+    /// reflects: equal on nodes holding the same data (DESIGN.md section 3
+    /// invariant). Holds the engine lock for the whole walk: a debugging
+    /// and test tool, not for production traffic.
+    pub fn digest(&self) -> Result<(Lsn, u32, u32), EngineError> {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let lsn = match st.role {
+            Role::Primary => self.wal.insert_position().0,
+            Role::Standby => st.applied.0,
+        };
+        let pages = st.meta.page_count;
+        let mut digest = 0u32;
+        for n in 0..pages {
+            let (p, _) = st.pool.get(PageNo(n))?;
+            digest = crc32c::crc32c_append(digest, &p[..8]);
+            digest = crc32c::crc32c_append(digest, &p[12..]);
+        }
+        Ok((lsn, pages, digest))
     }
 
     /// Standby: end of the last applied group.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use super::auth;
 use super::conn::{self, ConnError, FrameWriter};
 use super::context::ReplContext;
-use super::frame::{Message, Purpose, PROTOCOL_VERSION};
+use super::frame::{Message, Purpose, FORMAT_VERSION as PROTOCOL_VERSION};
 use super::sender::Peer;
 use super::wal_range;
 use crate::engine::control_file::{ControlData, ControlFile, NodeState, Role};
@@ -134,7 +134,20 @@ pub struct BuildSummary {
 
 fn prepare_dir(dir: &Path) -> Result<(), BuildError> {
     std::fs::create_dir_all(dir)?;
-    let mut entries = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).map(|e| e.file_name());
+    if dir.join(MARKER).exists() {
+        // An interrupted build of ours: start over.
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else if entry.file_name() != MARKER {
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    let mut entries = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name());
     if let Some(first) = entries.find(|n| n != MARKER) {
         let _ = first;
         return Err(BuildError::NotEmpty(dir.display().to_string()));
@@ -158,24 +171,44 @@ async fn receive(opts: &BuildOptions) -> Result<BuildSummary, BuildError> {
     })
     .await?;
     let challenge = r.recv().await?;
-    let Message::Challenge { nonce, system_id, .. } = challenge else {
+    let Message::Challenge {
+        nonce, system_id, ..
+    } = challenge
+    else {
         return Err(conn::unexpected("Challenge", &challenge).into());
     };
-    w.send(&Message::AuthResponse { mac: auth::respond(&opts.secret, &nonce, system_id, &opts.name) }).await?;
+    w.send(&Message::AuthResponse {
+        mac: auth::respond(&opts.secret, &nonce, system_id, &opts.name),
+    })
+    .await?;
     let ok = r.recv().await?;
     if !matches!(ok, Message::AuthOk { .. }) {
         return Err(conn::unexpected("AuthOk", &ok).into());
     }
     let start = r.recv().await?;
-    let Message::BuildStart { system_id, timeline, redo_lsn, redo_prev, segment_bytes, page_count } = start else {
+    let Message::BuildStart {
+        system_id,
+        timeline,
+        redo_lsn,
+        redo_prev,
+        segment_bytes,
+        page_count,
+    } = start
+    else {
         return Err(conn::unexpected("BuildStart", &start).into());
     };
     let dir = &opts.data_dir;
-    let pages_file = OpenOptions::new().create(true).truncate(true).write(true).read(true).open(dir.join("pages"))?;
+    let pages_file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .read(true)
+        .open(dir.join("pages"))?;
     pages_file.set_len(page_count as u64 * PAGE_BYTES as u64)?;
     let wal_dir = dir.join("wal");
     std::fs::create_dir_all(&wal_dir)?;
-    let segs = SegmentDir::new(&wal_dir, segment_bytes, timeline).map_err(|e| BuildError::Other(e.to_string()))?;
+    let segs = SegmentDir::new(&wal_dir, segment_bytes, timeline)
+        .map_err(|e| BuildError::Other(e.to_string()))?;
     let mut ring = crate::io::Ring::new(8)?;
     let mut open_seg: Option<(SegmentNo, File)> = None;
     let total = page_count as u64 * PAGE_BYTES as u64;
@@ -192,10 +225,18 @@ async fn receive(opts: &BuildOptions) -> Result<BuildSummary, BuildError> {
             }
             Message::BuildWal { start, bytes: wal } => {
                 if start != next {
-                    return Err(BuildError::BadWal { lsn: start, reason: format!("expected WAL at {next}") });
+                    return Err(BuildError::BadWal {
+                        lsn: start,
+                        reason: format!("expected WAL at {next}"),
+                    });
                 }
-                let (_, last) = wal_range::validate_chain(&wal, start, prev)
-                    .map_err(|(lsn, e)| BuildError::BadWal { lsn, reason: e.to_string() })?;
+                let (_, last) =
+                    wal_range::validate_chain(&wal, start, prev).map_err(|(lsn, e)| {
+                        BuildError::BadWal {
+                            lsn,
+                            reason: e.to_string(),
+                        }
+                    })?;
                 write_wal(&segs, &mut ring, &mut open_seg, start, &wal)?;
                 prev = last;
                 next = start.add(wal.len() as u64);
@@ -203,7 +244,10 @@ async fn receive(opts: &BuildOptions) -> Result<BuildSummary, BuildError> {
             }
             Message::BuildEnd { end_lsn, .. } => {
                 if end_lsn != next {
-                    return Err(BuildError::BadWal { lsn: next, reason: format!("build ended at {end_lsn}") });
+                    return Err(BuildError::BadWal {
+                        lsn: next,
+                        reason: format!("build ended at {end_lsn}"),
+                    });
                 }
                 break;
             }
@@ -221,7 +265,8 @@ async fn receive(opts: &BuildOptions) -> Result<BuildSummary, BuildError> {
     }
     // The segment holding the end must exist for the node to continue it.
     if !segs.path(SegmentNo::of(next, segment_bytes)).exists() {
-        segs.prepare(&mut ring, SegmentNo::of(next, segment_bytes)).map_err(|e| BuildError::Other(e.to_string()))?;
+        segs.prepare(&mut ring, SegmentNo::of(next, segment_bytes))
+            .map_err(|e| BuildError::Other(e.to_string()))?;
     }
     ControlFile::create(
         &dir.join("control"),
@@ -247,7 +292,13 @@ async fn receive(opts: &BuildOptions) -> Result<BuildSummary, BuildError> {
         report(bytes, total, started);
         eprintln!();
     }
-    Ok(BuildSummary { bytes, seconds: started.elapsed().as_secs_f64(), pages: page_count, redo: redo_lsn, end: next })
+    Ok(BuildSummary {
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        pages: page_count,
+        redo: redo_lsn,
+        end: next,
+    })
 }
 
 fn write_wal(
@@ -267,11 +318,18 @@ fn write_wal(
                 f.sync_all()?;
             }
             if !segs.path(segno).exists() {
-                segs.prepare(ring, segno).map_err(|e| BuildError::Other(e.to_string()))?;
+                segs.prepare(ring, segno)
+                    .map_err(|e| BuildError::Other(e.to_string()))?;
             }
-            *open_seg = Some((segno, segs.open(segno).map_err(|e| BuildError::Other(e.to_string()))?));
+            *open_seg = Some((
+                segno,
+                segs.open(segno)
+                    .map_err(|e| BuildError::Other(e.to_string()))?,
+            ));
         }
-        let Some((_, f)) = open_seg.as_ref() else { break };
+        let Some((_, f)) = open_seg.as_ref() else {
+            break;
+        };
         let off = at.0 - segno.start(seg_bytes).0;
         let n = ((seg_bytes - off) as usize).min(bytes.len() - done);
         f.write_all_at(&bytes[done..done + n], off)?;

@@ -44,7 +44,12 @@ pub struct FrameReader {
 
 impl FrameReader {
     pub fn new(stream: TcpStream) -> FrameReader {
-        FrameReader { stream, decoder: FrameDecoder::new(), buf: Vec::new(), at: 0 }
+        FrameReader {
+            stream,
+            decoder: FrameDecoder::new(),
+            buf: Vec::new(),
+            at: 0,
+        }
     }
 
     /// The next message; a `Refuse` from the peer becomes `Err(Refused)`.
@@ -55,7 +60,9 @@ impl FrameReader {
                 self.at += used;
                 if let Some(frame) = frame {
                     return match frame.into_message()? {
-                        Message::Refuse { code, message } => Err(ConnError::Refused { code, message }),
+                        Message::Refuse { code, message } => {
+                            Err(ConnError::Refused { code, message })
+                        }
                         m => Ok(m),
                     };
                 }
@@ -81,7 +88,10 @@ pub struct FrameWriter {
 
 impl FrameWriter {
     pub fn new(stream: TcpStream) -> FrameWriter {
-        FrameWriter { stream, out: Vec::new() }
+        FrameWriter {
+            stream,
+            out: Vec::new(),
+        }
     }
 
     pub async fn send(&mut self, m: &Message) -> Result<(), ConnError> {
@@ -107,5 +117,8 @@ pub fn split(stream: TcpStream) -> (FrameReader, FrameWriter) {
 }
 
 pub fn unexpected(expected: &'static str, got: &Message) -> ConnError {
-    ConnError::Unexpected { expected, got: format!("{:?}", got.kind()) }
+    ConnError::Unexpected {
+        expected,
+        got: format!("{:?}", got.kind()),
+    }
 }

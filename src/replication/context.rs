@@ -67,7 +67,11 @@ impl ReplContext {
 
     pub fn segments(&self) -> Result<SegmentDir, WalError> {
         let wal = self.engine.wal();
-        SegmentDir::new(&self.wal_dir, wal.config().segment_bytes, self.engine.timeline())
+        SegmentDir::new(
+            &self.wal_dir,
+            wal.config().segment_bytes,
+            self.engine.timeline(),
+        )
     }
 
     pub fn pin(&self, id: u64, lsn: Lsn) {

@@ -42,7 +42,9 @@
 //!                    flushed u64                  = 52 bytes primary -> standby
 //!   3 AuthResponse   mac [32] (HMAC-SHA256, see auth.rs)
 //!                                                 = 32 bytes standby -> primary
-//!   4 AuthOk         name_len u8 | primary_name   = 1 + n    primary -> standby
+//!   4 AuthOk         name_len u8 | primary_name | addr_len u8 | client_addr
+//!                                                 = 2 + n + m  primary -> standby
+//!                  client_addr: the primary's RESP address (READONLY replies name it)
 //!   5 Refuse         code u8 (RefuseCode) | message_len u16 |
 //!                    message (UTF-8, <= 1024 bytes) = 3 + n  either way
 //!  16 WalData        start u64 | end_of_flushed u64 | bytes (rest,
@@ -215,6 +217,7 @@ pub enum Message {
     },
     AuthOk {
         primary_name: String,
+        client_addr: String,
     },
     Refuse {
         code: RefuseCode,
@@ -326,6 +329,16 @@ pub enum FrameError {
 /// A standby or primary name: 1..=64 bytes of `[A-Za-z0-9_.-]`. Narrow on
 /// purpose: names appear unquoted in INFO lines and in
 /// `synchronous_standby_names`. The config loader checks `--name` with it.
+/// A `host:port` address as AuthOk carries it: 1..=64 bytes of
+/// `[A-Za-z0-9_.:-[]]`.
+pub fn addr_is_valid(addr: &str) -> bool {
+    !addr.is_empty()
+        && addr.len() <= NAME_BYTES_MAX
+        && addr
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-[]".contains(&b))
+}
+
 pub fn name_is_valid(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= NAME_BYTES_MAX
@@ -409,7 +422,18 @@ impl Message {
                 out.extend_from_slice(&flushed.0.to_le_bytes());
             }
             Message::AuthResponse { mac } => out.extend_from_slice(mac),
-            Message::AuthOk { primary_name } => put_name(out, primary_name),
+            Message::AuthOk {
+                primary_name,
+                client_addr,
+            } => {
+                put_name(out, primary_name);
+                assert!(
+                    addr_is_valid(client_addr),
+                    "invalid address {client_addr:?} reached the encoder"
+                );
+                out.push(client_addr.len() as u8);
+                out.extend_from_slice(client_addr.as_bytes());
+            }
             Message::Refuse { code, message } => {
                 let message = cut_at_char_boundary(message, REFUSE_MESSAGE_BYTES_MAX);
                 out.push(*code as u8);
@@ -549,6 +573,14 @@ impl Message {
             MessageKind::AuthResponse => Message::AuthResponse { mac: r.array()? },
             MessageKind::AuthOk => Message::AuthOk {
                 primary_name: r.name("primary_name")?,
+                client_addr: {
+                    let len = usize::from(r.u8()?);
+                    let bytes = r.bytes(len)?;
+                    match std::str::from_utf8(bytes) {
+                        Ok(a) if addr_is_valid(a) => a.to_owned(),
+                        _ => return Err(r.bad("client_addr", "not a host:port address")),
+                    }
+                },
             },
             MessageKind::Refuse => {
                 let code = RefuseCode::from_u8(r.u8()?).ok_or(r.bad("code", "unknown code"))?;
@@ -967,7 +999,10 @@ mod tests {
                 }
             ),
             any::<[u8; 32]>().prop_map(|mac| Message::AuthResponse { mac }),
-            arb_name().prop_map(|primary_name| Message::AuthOk { primary_name }),
+            arb_name().prop_map(|primary_name| Message::AuthOk {
+                primary_name,
+                client_addr: "127.0.0.1:6380".into()
+            }),
             (arb_refuse_code(), ".{0,100}")
                 .prop_map(|(code, message)| Message::Refuse { code, message }),
             (any::<u32>(), arb_bytes(600), any::<u32>()).prop_map(|(start, bytes, slack)| {
@@ -1220,6 +1255,7 @@ mod tests {
         let a = encoded(&Message::AuthResponse { mac: [7; 32] });
         let b = encoded(&Message::AuthOk {
             primary_name: "p1".into(),
+            client_addr: "127.0.0.1:1".into(),
         });
         let both = [a.clone(), b.clone()].concat();
         let mut dec = FrameDecoder::new();

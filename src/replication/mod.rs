@@ -9,11 +9,28 @@
 //! - [`sync_commit`]: `synchronous_commit` / `synchronous_standby_names`
 //!   rules and the commit horizon they give.
 //!
+//! The I/O side, on its own threads with compio runtimes:
+//! - [`sender`]: primary side of the replication port (handshake, WAL
+//!   stream, status), [`build`]: full builds (both sides),
+//!   [`receiver`]: standby side (WAL receiver and serial redo);
+//! - [`conn`]: typed messages over framed TCP; [`wal_range`]: WAL bytes
+//!   cut at record boundaries and checked against the chain;
+//! - [`context`], [`status`], [`sync_wait`]: shared state, the standby
+//!   table and upstream status, commit waits per synchronous level.
+//!
 //! Invariants owned here: a frame reaches message decoding only after its
 //! CRC32C checked out, and a decoded message satisfies every invariant the
 //! encoder asserts (standby stages ordered, WAL only up to the primary's
 //! flushed LSN); a commit horizon never passes a standby it counts.
 
 pub mod auth;
+pub mod build;
+pub mod conn;
+pub mod context;
 pub mod frame;
+pub mod receiver;
+pub mod sender;
+pub mod status;
 pub mod sync_commit;
+pub mod sync_wait;
+pub mod wal_range;

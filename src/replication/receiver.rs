@@ -21,7 +21,7 @@ use std::time::Duration;
 use super::auth;
 use super::conn::{self, ConnError, FrameWriter};
 use super::context::ReplContext;
-use super::frame::{Message, Purpose, RefuseCode, PROTOCOL_VERSION};
+use super::frame::{Message, Purpose, RefuseCode, FORMAT_VERSION as PROTOCOL_VERSION};
 use super::sender::now_us;
 use super::status::{LinkState, UpstreamStatus};
 use super::wal_range;
@@ -45,19 +45,21 @@ pub fn start(ctx: Arc<ReplContext>, upstream: String, core: Option<usize>) -> st
         applied,
         last_error: None,
     });
-    std::thread::Builder::new().name("wal-receiver".into()).spawn(move || {
-        if let Some(core) = core {
-            core_affinity::set_for_current(core_affinity::CoreId { id: core });
-        }
-        let runtime = match compio::runtime::Runtime::new() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "receiver runtime failed to start");
-                return;
+    std::thread::Builder::new()
+        .name("wal-receiver".into())
+        .spawn(move || {
+            if let Some(core) = core {
+                core_affinity::set_for_current(core_affinity::CoreId { id: core });
             }
-        };
-        runtime.block_on(receive_forever(ctx, upstream));
-    })?;
+            let runtime = match compio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "receiver runtime failed to start");
+                    return;
+                }
+            };
+            runtime.block_on(receive_forever(ctx, upstream));
+        })?;
     Ok(())
 }
 
@@ -66,9 +68,10 @@ async fn receive_forever(ctx: Arc<ReplContext>, upstream: String) {
     loop {
         let result = stream_once(&ctx, &upstream, &mut backoff).await;
         let (state, stop) = match &result {
-            Err(ConnError::Refused { code: RefuseCode::NeedsBuild | RefuseCode::SystemIdMismatch, .. }) => {
-                (LinkState::NeedsBuild, true)
-            }
+            Err(ConnError::Refused {
+                code: RefuseCode::NeedsBuild | RefuseCode::SystemIdMismatch,
+                ..
+            }) => (LinkState::NeedsBuild, true),
             _ => (LinkState::Connecting, false),
         };
         if let Err(e) = &result {
@@ -87,7 +90,11 @@ async fn receive_forever(ctx: Arc<ReplContext>, upstream: String) {
     }
 }
 
-async fn stream_once(ctx: &ReplContext, upstream: &str, backoff: &mut Duration) -> Result<(), ConnError> {
+async fn stream_once(
+    ctx: &ReplContext,
+    upstream: &str,
+    backoff: &mut Duration,
+) -> Result<(), ConnError> {
     let engine = &ctx.engine;
     let wal = engine.wal().clone();
     let stream = compio::net::TcpStream::connect(upstream).await?;
@@ -104,19 +111,34 @@ async fn stream_once(ctx: &ReplContext, upstream: &str, backoff: &mut Duration) 
     })
     .await?;
     let challenge = r.recv().await?;
-    let Message::Challenge { nonce, system_id, .. } = challenge else {
+    let Message::Challenge {
+        nonce, system_id, ..
+    } = challenge
+    else {
         return Err(conn::unexpected("Challenge", &challenge));
     };
     if system_id != engine.system_id() {
-        let message = format!("upstream {upstream} belongs to another cluster (system id {system_id}, ours {})", engine.system_id());
-        return Err(ConnError::Refused { code: RefuseCode::SystemIdMismatch, message });
+        let message = format!(
+            "upstream {upstream} belongs to another cluster (system id {system_id}, ours {})",
+            engine.system_id()
+        );
+        return Err(ConnError::Refused {
+            code: RefuseCode::SystemIdMismatch,
+            message,
+        });
     }
-    w.send(&Message::AuthResponse { mac: auth::respond(&ctx.secret, &nonce, system_id, &ctx.name) }).await?;
+    w.send(&Message::AuthResponse {
+        mac: auth::respond(&ctx.secret, &nonce, system_id, &ctx.name),
+    })
+    .await?;
     let ok = r.recv().await?;
-    let Message::AuthOk { primary_name } = ok else {
+    let Message::AuthOk {
+        primary_name,
+        client_addr,
+    } = ok
+    else {
         return Err(conn::unexpected("AuthOk", &ok));
     };
-    let client_addr = primary_name.split_once('@').map(|(_, a)| a.to_string()).unwrap_or_default();
     tracing::info!(%upstream, primary = %primary_name, start = %next, "streaming WAL");
     *backoff = BACKOFF_MIN;
     ctx.upstream.update(|s| {
@@ -129,17 +151,30 @@ async fn stream_once(ctx: &ReplContext, upstream: &str, backoff: &mut Duration) 
         match r.recv().await? {
             Message::WalData { start, bytes, .. } => {
                 if start != next {
-                    return Err(ConnError::Unexpected { expected: "WAL at our end", got: format!("WAL at {start}, ours ends at {next}") });
+                    return Err(ConnError::Unexpected {
+                        expected: "WAL at our end",
+                        got: format!("WAL at {start}, ours ends at {next}"),
+                    });
                 }
-                let (records, last) = wal_range::validate_chain(&bytes, start, prev).map_err(|(lsn, e)| {
-                    ConnError::Unexpected { expected: "valid WAL records", got: format!("bad record at {lsn}: {e}") }
-                })?;
+                let (records, last) =
+                    wal_range::validate_chain(&bytes, start, prev).map_err(|(lsn, e)| {
+                        ConnError::Unexpected {
+                            expected: "valid WAL records",
+                            got: format!("bad record at {lsn}: {e}"),
+                        }
+                    })?;
                 let end = start.add(bytes.len() as u64);
                 ctx.upstream.update(|s| s.received = end);
                 status(&mut w, ctx, false).await?;
-                wal.append(&bytes, last).map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+                if let Some(delay) = test_write_delay() {
+                    compio::time::sleep(delay).await;
+                }
+                wal.append(&bytes, last)
+                    .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
                 ctx.upstream.update(|s| s.written = end);
-                wal.wait_flushed(end).await.map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+                wal.wait_flushed(end)
+                    .await
+                    .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
                 ctx.upstream.update(|s| s.flushed = end);
                 status(&mut w, ctx, false).await?;
                 (next, prev) = (end, last);
@@ -154,14 +189,20 @@ async fn stream_once(ctx: &ReplContext, upstream: &str, backoff: &mut Duration) 
 
 /// Applies every complete group among `records` (with the pending partial
 /// group carried over from earlier chunks).
-fn apply(ctx: &ReplContext, group: &mut Vec<(Lsn, OwnedRecordBytes)>, records: Vec<(Lsn, OwnedRecordBytes)>) -> Result<(), ConnError> {
+fn apply(
+    ctx: &ReplContext,
+    group: &mut Vec<(Lsn, OwnedRecordBytes)>,
+    records: Vec<(Lsn, OwnedRecordBytes)>,
+) -> Result<(), ConnError> {
     for (lsn, rec) in records {
         let is_commit = matches!(rec.record(), Record::Commit { .. });
         let len = rec.bytes().len() as u64;
         group.push((lsn, rec));
         if is_commit {
             let end = lsn.add(len);
-            ctx.engine.apply_group(group, end, lsn).map_err(|e| ConnError::Io(std::io::Error::other(format!("redo failed: {e}"))))?;
+            ctx.engine
+                .apply_group(group, end, lsn)
+                .map_err(|e| ConnError::Io(std::io::Error::other(format!("redo failed: {e}"))))?;
             group.clear();
             ctx.upstream.update(|s| s.applied = end);
         }
@@ -169,8 +210,30 @@ fn apply(ctx: &ReplContext, group: &mut Vec<(Lsn, OwnedRecordBytes)>, records: V
     Ok(())
 }
 
-async fn status(w: &mut FrameWriter, ctx: &ReplContext, reply_requested: bool) -> Result<(), ConnError> {
-    let Some(s) = ctx.upstream.get() else { return Ok(()) };
+/// Test knob (a fault a process cannot provoke from outside): with
+/// `TANDEM_TEST_STANDBY_WRITE_DELAY_MS` set, the receiver waits that long
+/// between acknowledging receipt and writing, like a standby with a slow
+/// disk. Tests use it to show `remote_receive` does not wait for what
+/// `on` waits for.
+fn test_write_delay() -> Option<Duration> {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("TANDEM_TEST_STANDBY_WRITE_DELAY_MS")
+            .ok()?
+            .parse()
+            .ok()
+            .map(Duration::from_millis)
+    })
+}
+
+async fn status(
+    w: &mut FrameWriter,
+    ctx: &ReplContext,
+    reply_requested: bool,
+) -> Result<(), ConnError> {
+    let Some(s) = ctx.upstream.get() else {
+        return Ok(());
+    };
     w.send(&Message::StandbyStatus {
         received: s.received,
         written: s.written,

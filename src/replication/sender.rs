@@ -19,7 +19,7 @@ use super::auth;
 use super::build;
 use super::conn::{self, ConnError, FrameReader, FrameWriter};
 use super::context::ReplContext;
-use super::frame::{Message, Purpose, RefuseCode, PROTOCOL_VERSION};
+use super::frame::{Message, Purpose, RefuseCode, FORMAT_VERSION as PROTOCOL_VERSION};
 use super::status::{LinkState, StandbyEntry};
 use super::wal_range;
 use crate::ids::{Lsn, SegmentNo};
@@ -27,16 +27,25 @@ use crate::ids::{Lsn, SegmentNo};
 const KEEPALIVE_AFTER: Duration = Duration::from_secs(1);
 
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Binds the replication port and starts the `wal-sender` thread.
-pub fn start(ctx: Arc<ReplContext>, addr: SocketAddr, core: Option<usize>) -> std::io::Result<SocketAddr> {
+pub fn start(
+    ctx: Arc<ReplContext>,
+    addr: SocketAddr,
+    core: Option<usize>,
+) -> std::io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     if ctx.secret.is_empty() {
-        tracing::warn!("cluster_secret is not set: any peer that knows the system id may replicate");
+        tracing::warn!(
+            "cluster_secret is not set: any peer that knows the system id may replicate"
+        );
     }
     std::thread::Builder::new().name("wal-sender".into()).spawn(move || {
         if let Some(core) = core {
@@ -81,7 +90,11 @@ pub struct Peer {
     pub purpose: Purpose,
 }
 
-async fn serve_peer(ctx: Arc<ReplContext>, stream: compio::net::TcpStream, addr: SocketAddr) -> Result<(), ConnError> {
+async fn serve_peer(
+    ctx: Arc<ReplContext>,
+    stream: compio::net::TcpStream,
+    addr: SocketAddr,
+) -> Result<(), ConnError> {
     let (mut r, mut w) = conn::split(stream);
     let peer = handshake(&ctx, &mut r, &mut w, addr).await?;
     tracing::info!(name = %peer.name, %addr, purpose = ?peer.purpose, start = %peer.start, "replication peer authenticated");
@@ -98,15 +111,28 @@ async fn handshake(
     addr: SocketAddr,
 ) -> Result<Peer, ConnError> {
     let hello = r.recv().await?;
-    let Message::Hello { protocol_version, system_id, timeline, start_lsn, name, purpose } = hello else {
-        w.refuse(RefuseCode::Protocol, "expected Hello".into()).await;
+    let Message::Hello {
+        protocol_version,
+        system_id,
+        timeline,
+        start_lsn,
+        name,
+        purpose,
+    } = hello
+    else {
+        w.refuse(RefuseCode::Protocol, "expected Hello".into())
+            .await;
         return Err(conn::unexpected("Hello", &hello));
     };
     let engine = &ctx.engine;
     if protocol_version != PROTOCOL_VERSION {
-        let msg = format!("protocol version {protocol_version}, this node speaks {PROTOCOL_VERSION}");
+        let msg =
+            format!("protocol version {protocol_version}, this node speaks {PROTOCOL_VERSION}");
         w.refuse(RefuseCode::Protocol, msg.clone()).await;
-        return Err(ConnError::Refused { code: RefuseCode::Protocol, message: msg });
+        return Err(ConnError::Refused {
+            code: RefuseCode::Protocol,
+            message: msg,
+        });
     }
     if purpose == Purpose::Stream && system_id != engine.system_id() {
         let msg = format!(
@@ -114,12 +140,21 @@ async fn handshake(
             engine.system_id()
         );
         w.refuse(RefuseCode::SystemIdMismatch, msg.clone()).await;
-        return Err(ConnError::Refused { code: RefuseCode::SystemIdMismatch, message: msg });
+        return Err(ConnError::Refused {
+            code: RefuseCode::SystemIdMismatch,
+            message: msg,
+        });
     }
     if purpose == Purpose::Stream && timeline != engine.timeline() {
-        let msg = format!("standby {name} is on timeline {timeline}, this node on {}", engine.timeline());
+        let msg = format!(
+            "standby {name} is on timeline {timeline}, this node on {}",
+            engine.timeline()
+        );
         w.refuse(RefuseCode::TimelineMismatch, msg.clone()).await;
-        return Err(ConnError::Refused { code: RefuseCode::TimelineMismatch, message: msg });
+        return Err(ConnError::Refused {
+            code: RefuseCode::TimelineMismatch,
+            message: msg,
+        });
     }
     let nonce = auth::new_nonce();
     w.send(&Message::Challenge {
@@ -131,22 +166,46 @@ async fn handshake(
     .await?;
     let reply = r.recv().await?;
     let Message::AuthResponse { mac } = reply else {
-        w.refuse(RefuseCode::Protocol, "expected AuthResponse".into()).await;
+        w.refuse(RefuseCode::Protocol, "expected AuthResponse".into())
+            .await;
         return Err(conn::unexpected("AuthResponse", &reply));
     };
     if !auth::verify(&ctx.secret, &nonce, engine.system_id(), &name, &mac) {
         let msg = format!("peer {name} at {addr} failed authentication (wrong cluster_secret)");
-        w.refuse(RefuseCode::AuthFailed, "authentication failed: wrong cluster_secret".into()).await;
-        return Err(ConnError::Refused { code: RefuseCode::AuthFailed, message: msg });
+        w.refuse(
+            RefuseCode::AuthFailed,
+            "authentication failed: wrong cluster_secret".into(),
+        )
+        .await;
+        return Err(ConnError::Refused {
+            code: RefuseCode::AuthFailed,
+            message: msg,
+        });
     }
-    w.send(&Message::AuthOk { primary_name: format!("{}@{}", ctx.name, ctx.client_addr) }).await?;
-    Ok(Peer { name, addr, start: start_lsn, purpose })
+    w.send(&Message::AuthOk {
+        primary_name: ctx.name.clone(),
+        client_addr: ctx.client_addr.clone(),
+    })
+    .await?;
+    Ok(Peer {
+        name,
+        addr,
+        start: start_lsn,
+        purpose,
+    })
 }
 
-async fn stream_wal(ctx: Arc<ReplContext>, peer: Peer, r: FrameReader, mut w: FrameWriter) -> Result<(), ConnError> {
+async fn stream_wal(
+    ctx: Arc<ReplContext>,
+    peer: Peer,
+    r: FrameReader,
+    mut w: FrameWriter,
+) -> Result<(), ConnError> {
     let wal = ctx.engine.wal().clone();
     let flushed = wal.flushed();
-    let segs = ctx.segments().map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+    let segs = ctx
+        .segments()
+        .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
     let seg_bytes = segs.segment_bytes();
     let available = peer.start <= flushed
         && (peer.start == flushed || segs.path(SegmentNo::of(peer.start, seg_bytes)).exists());
@@ -156,7 +215,10 @@ async fn stream_wal(ctx: Arc<ReplContext>, peer: Peer, r: FrameReader, mut w: Fr
             peer.start
         );
         w.refuse(RefuseCode::NeedsBuild, msg.clone()).await;
-        return Err(ConnError::Refused { code: RefuseCode::NeedsBuild, message: msg });
+        return Err(ConnError::Refused {
+            code: RefuseCode::NeedsBuild,
+            message: msg,
+        });
     }
     let id = ctx.next_id();
     let now = Instant::now();
@@ -178,7 +240,8 @@ async fn stream_wal(ctx: Arc<ReplContext>, peer: Peer, r: FrameReader, mut w: Fr
     let reader = compio::runtime::spawn(read_status(ctx.clone(), id, r, closed.clone()));
     let result = send_loop(&ctx, id, peer.start, &mut w, &closed).await;
     drop(reader);
-    ctx.standbys.update(id, |e| e.state = LinkState::Disconnected);
+    ctx.standbys
+        .update(id, |e| e.state = LinkState::Disconnected);
     ctx.sync.recompute(&ctx.standbys.snapshot());
     tracing::info!(name = %peer.name, "standby disconnected");
     result
@@ -192,7 +255,9 @@ async fn send_loop(
     closed: &std::cell::Cell<bool>,
 ) -> Result<(), ConnError> {
     let wal = ctx.engine.wal().clone();
-    let segs = ctx.segments().map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+    let segs = ctx
+        .segments()
+        .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
     let mut sent = start;
     loop {
         if closed.get() {
@@ -203,12 +268,23 @@ async fn send_loop(
             let bytes = wal_range::read_records(&segs, sent, flushed)
                 .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
             if bytes.is_empty() {
-                return Err(ConnError::Io(std::io::Error::other(format!("no whole record at {sent}"))));
+                return Err(ConnError::Io(std::io::Error::other(format!(
+                    "no whole record at {sent}"
+                ))));
             }
             let next = sent.add(bytes.len() as u64);
-            w.send(&Message::WalData { start: sent, end_of_flushed: flushed, bytes }).await?;
+            w.send(&Message::WalData {
+                start: sent,
+                end_of_flushed: flushed,
+                bytes,
+            })
+            .await?;
             sent = next;
-            let state = if sent == wal.flushed() { LinkState::Streaming } else { LinkState::CatchingUp };
+            let state = if sent == wal.flushed() {
+                LinkState::Streaming
+            } else {
+                LinkState::CatchingUp
+            };
             ctx.standbys.update(id, |e| {
                 e.sent = sent;
                 e.state = state;
@@ -220,17 +296,32 @@ async fn send_loop(
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(ConnError::Io(std::io::Error::other(e.to_string()))),
             Err(_) => {
-                w.send(&Message::Keepalive { flushed: wal.flushed(), time_us: now_us(), reply_requested: true })
-                    .await?
+                w.send(&Message::Keepalive {
+                    flushed: wal.flushed(),
+                    time_us: now_us(),
+                    reply_requested: true,
+                })
+                .await?
             }
         }
     }
 }
 
-async fn read_status(ctx: Arc<ReplContext>, id: u64, mut r: FrameReader, closed: Rc<std::cell::Cell<bool>>) {
+async fn read_status(
+    ctx: Arc<ReplContext>,
+    id: u64,
+    mut r: FrameReader,
+    closed: Rc<std::cell::Cell<bool>>,
+) {
     loop {
         match r.recv().await {
-            Ok(Message::StandbyStatus { received, written, flushed, applied, .. }) => {
+            Ok(Message::StandbyStatus {
+                received,
+                written,
+                flushed,
+                applied,
+                ..
+            }) => {
                 ctx.standbys.update(id, |e| {
                     e.received = e.received.max(received);
                     e.written = e.written.max(written);

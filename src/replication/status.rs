@@ -81,7 +81,9 @@ impl Standbys {
     pub fn update(&self, id: u64, f: impl FnOnce(&mut StandbyEntry)) {
         if let Some(e) = self.entries.lock().iter_mut().find(|e| e.id == id) {
             f(e);
-            debug_assert!(e.received >= e.written && e.written >= e.flushed && e.flushed >= e.applied);
+            debug_assert!(
+                e.received >= e.written && e.written >= e.flushed && e.flushed >= e.applied
+            );
         }
     }
 
@@ -116,7 +118,9 @@ impl Upstream {
     pub fn update(&self, f: impl FnOnce(&mut UpstreamStatus)) {
         if let Some(s) = self.status.lock().as_mut() {
             f(s);
-            debug_assert!(s.received >= s.written && s.written >= s.flushed && s.flushed >= s.applied);
+            debug_assert!(
+                s.received >= s.written && s.written >= s.flushed && s.flushed >= s.applied
+            );
         }
     }
 

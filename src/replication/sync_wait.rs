@@ -23,8 +23,12 @@ use crate::ids::Lsn;
 use crate::wal::waiters::Waiters;
 
 /// The four levels that wait for standbys, in index order.
-const REMOTE_LEVELS: [SyncLevel; 4] =
-    [SyncLevel::RemoteReceive, SyncLevel::RemoteWrite, SyncLevel::On, SyncLevel::RemoteApply];
+const REMOTE_LEVELS: [SyncLevel; 4] = [
+    SyncLevel::RemoteReceive,
+    SyncLevel::RemoteWrite,
+    SyncLevel::On,
+    SyncLevel::RemoteApply,
+];
 
 fn level_index(level: SyncLevel) -> Option<usize> {
     REMOTE_LEVELS.iter().position(|&l| l == level)
@@ -139,7 +143,12 @@ impl SyncRep {
 
     /// Resolves when a commit ending at `lsn` satisfies `level`.
     pub fn wait(self: &Arc<Self>, level: SyncLevel, lsn: Lsn) -> SyncWait {
-        SyncWait { rep: self.clone(), level, lsn, id: None }
+        SyncWait {
+            rep: self.clone(),
+            level,
+            lsn,
+            id: None,
+        }
     }
 }
 

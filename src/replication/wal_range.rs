@@ -35,7 +35,9 @@ pub fn read_records(segs: &SegmentDir, from: Lsn, to: Lsn) -> Result<Vec<u8>, Wa
         if files.as_ref().map(|(s, _)| *s) != Some(segno) {
             files = Some((segno, segs.open(segno)?));
         }
-        let Some((_, file)) = files.as_ref() else { break };
+        let Some((_, file)) = files.as_ref() else {
+            break;
+        };
         let off = at.0 - segno.start(seg_bytes).0;
         let n = ((seg_bytes - off) as usize).min(want - done);
         file.read_exact_at(&mut buf[done..done + n], off)
@@ -72,7 +74,8 @@ pub fn validate_chain(
     while at < bytes.len() {
         let lsn = start.add(at as u64);
         let (_, len) = record::decode(&bytes[at..], prev).map_err(|e| (lsn, e))?;
-        let owned = OwnedRecordBytes::validated(bytes[at..at + len].to_vec(), prev).map_err(|e| (lsn, e))?;
+        let owned = OwnedRecordBytes::validated(bytes[at..at + len].to_vec(), prev)
+            .map_err(|e| (lsn, e))?;
         out.push((lsn, owned));
         prev = lsn;
         at += len;

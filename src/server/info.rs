@@ -9,7 +9,10 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::resp::{write_array_header, write_bulk, write_integer};
+use crate::ids::Lsn;
 use crate::node::Node;
+use crate::replication::status::LinkState;
+use crate::replication::sync_commit::{sync_states, StandbyPosition};
 
 const DEFAULT_SECTIONS: [&str; 7] = [
     "server",
@@ -80,15 +83,25 @@ pub fn render(node: &Node, wanted: &[String]) -> String {
         );
     }
     if show("replication") {
-        let flushed = wal.flushed();
-        let _ = write!(
-            s,
-            "# Replication\r\nrole:primary\r\ntimeline:{}\r\nflush_lsn:{}\r\napplied_lsn:{}\r\nconnected_standbys:0\r\nconnected_slaves:0\r\nmaster_repl_offset:{}\r\n\r\n",
-            engine.timeline(),
-            flushed,
-            flushed,
-            flushed,
-        );
+        replication_section(node, &mut s);
+    }
+    if wanted.iter().any(|w| w == "digest") {
+        let _ = write!(s, "# Digest\r\n");
+        match engine.digest() {
+            Ok((lsn, pages, digest)) => {
+                let _ = write!(
+                    s,
+                    "digest_lsn:{lsn}\r\ndigest_pages:{pages}\r\ndigest:{digest:08x}\r\n\r\n"
+                );
+            }
+            Err(e) => {
+                let _ = write!(
+                    s,
+                    "digest_error:{}\r\n\r\n",
+                    e.to_string().replace(['\r', '\n'], " ")
+                );
+            }
+        }
     }
     if show("cpu") {
         let _ = write!(s, "# CPU\r\n\r\n");
@@ -107,10 +120,133 @@ pub fn render(node: &Node, wanted: &[String]) -> String {
     s
 }
 
-/// `ROLE` on a primary: `["master", offset, []]`.
+/// The replication section (DESIGN.md section 5 fixes its fields).
+fn replication_section(node: &Node, s: &mut String) {
+    let engine = &node.engine;
+    let wal = engine.wal();
+    let repl = &node.repl;
+    let standbys = repl.standbys.snapshot();
+    let connected: Vec<_> = standbys
+        .iter()
+        .filter(|e| e.state != LinkState::Disconnected)
+        .collect();
+    let _ = write!(s, "# Replication\r\n");
+    if node.is_standby() {
+        let up = repl.upstream.get();
+        let state = up
+            .as_ref()
+            .map(|u| u.state)
+            .unwrap_or(LinkState::Connecting);
+        let role = if state == LinkState::NeedsBuild {
+            "needs_build"
+        } else {
+            "standby"
+        };
+        let _ = write!(
+            s,
+            "role:{role}\r\ntimeline:{}\r\nupstream:{}\r\nupstream_state:{}\r\nprimary:{}\r\nreceived_lsn:{}\r\nflush_lsn:{}\r\napplied_lsn:{}\r\n",
+            engine.timeline(),
+            up.as_ref().map(|u| u.upstream.as_str()).unwrap_or(""),
+            state.as_str(),
+            up.as_ref().map(|u| u.primary_client_addr.as_str()).unwrap_or(""),
+            up.as_ref().map(|u| u.received).unwrap_or(Lsn::ZERO),
+            wal.flushed(),
+            engine.applied_lsn(),
+        );
+        if let Some(e) = up.as_ref().and_then(|u| u.last_error.as_ref()) {
+            let _ = write!(
+                s,
+                "upstream_last_error:{}\r\n",
+                e.replace(['\r', '\n'], " ")
+            );
+        }
+    } else {
+        let flushed = wal.flushed();
+        let _ = write!(
+            s,
+            "role:primary\r\ntimeline:{}\r\nflush_lsn:{flushed}\r\napplied_lsn:{flushed}\r\n",
+            engine.timeline()
+        );
+    }
+    let names = repl.sync.names();
+    let positions: Vec<StandbyPosition> = standbys
+        .iter()
+        .map(|e| StandbyPosition {
+            name: e.name.clone(),
+            received: e.received,
+            written: e.written,
+            flushed: e.flushed,
+            applied: e.applied,
+            connected: matches!(e.state, LinkState::Streaming | LinkState::CatchingUp),
+        })
+        .collect();
+    let states = sync_states(&names, &positions);
+    let end = wal.flushed();
+    let _ = write!(
+        s,
+        "connected_standbys:{}\r\nconnected_slaves:{}\r\nsynchronous_standby_names:{}\r\nmost_available_sync:{}\r\nsync_degraded:{}\r\n",
+        connected.len(),
+        connected.len(),
+        names,
+        if repl.sync.most_available_sync() { "on" } else { "off" },
+        if repl.sync.degraded(node.synchronous_commit()) { 1 } else { 0 },
+    );
+    for (i, (e, st)) in standbys.iter().zip(states).enumerate() {
+        let lag_ms = e.last_reply.elapsed().as_millis();
+        let _ = write!(
+            s,
+            "standby{i}:name={},addr={},state={},sent_lsn={},write_lsn={},flush_lsn={},replay_lsn={},lag_bytes={},reply_age_ms={lag_ms},sync_state={}\r\n",
+            e.name,
+            e.addr,
+            e.state.as_str(),
+            e.sent,
+            e.written,
+            e.flushed,
+            e.applied,
+            end.bytes_since(e.applied),
+            st.as_str(),
+        );
+    }
+    let _ = write!(s, "master_repl_offset:{}\r\n\r\n", end);
+}
+
+/// `ROLE`: `["master", offset, [[host, port, offset]...]]` on a primary,
+/// `["slave", host, port, state, offset]` on a standby (Redis' shapes).
 pub fn write_role(node: &Node, out: &mut Vec<u8>) {
+    if node.is_standby() {
+        let up = node.repl.upstream.get();
+        let addr = up
+            .as_ref()
+            .map(|u| u.primary_client_addr.clone())
+            .unwrap_or_default();
+        let (host, port) = addr.rsplit_once(':').unwrap_or(("", "0"));
+        let state = match up.as_ref().map(|u| u.state) {
+            Some(LinkState::Streaming) | Some(LinkState::CatchingUp) => "connected",
+            Some(LinkState::NeedsBuild) => "needs_build",
+            _ => "connect",
+        };
+        write_array_header(out, 5);
+        write_bulk(out, b"slave");
+        write_bulk(out, host.as_bytes());
+        write_integer(out, port.parse::<i64>().unwrap_or(0));
+        write_bulk(out, state.as_bytes());
+        write_integer(out, node.engine.applied_lsn().0 as i64);
+        return;
+    }
+    let standbys = node.repl.standbys.snapshot();
+    let live: Vec<_> = standbys
+        .iter()
+        .filter(|e| e.state != LinkState::Disconnected)
+        .collect();
     write_array_header(out, 3);
     write_bulk(out, b"master");
     write_integer(out, node.engine.wal().flushed().0 as i64);
-    write_array_header(out, 0);
+    write_array_header(out, live.len());
+    for e in live {
+        let (host, port) = e.addr.rsplit_once(':').unwrap_or((e.addr.as_str(), "0"));
+        write_array_header(out, 3);
+        write_bulk(out, host.as_bytes());
+        write_bulk(out, port.as_bytes());
+        write_bulk(out, e.flushed.0.to_string().as_bytes());
+    }
 }

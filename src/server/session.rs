@@ -28,7 +28,7 @@ use super::resp::{
     write_array_header, write_bulk, write_error, write_integer, write_map_header, write_null,
     write_simple, Args, OwnedArgs, Protocol, RequestLimits, RequestParser,
 };
-use crate::config::{limits, SyncCommit};
+use crate::config::{limits, StandbyNames, SyncLevel};
 use crate::engine::{btree, EngineError};
 use crate::ids::Lsn;
 use crate::node::{Node, StopReason};
@@ -55,7 +55,11 @@ struct Session {
     multi_failed: bool,
     /// Per-connection `synchronous_commit` (CONFIG SET on a connection
     /// sets the node's; this is for `CLIENT`-level overrides later).
-    sync_commit: Option<SyncCommit>,
+    sync_commit: Option<SyncLevel>,
+    /// WAIT requested by the last request of a batch: (replicas, timeout).
+    pending_wait: Option<(i64, u64)>,
+    /// Commit LSN of this connection's last write (for WAIT).
+    last_write: Lsn,
     scan_cursors: VecDeque<(u64, Vec<u8>)>,
     next_cursor: u64,
     closing: bool,
@@ -73,6 +77,8 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
         multi: None,
         multi_failed: false,
         sync_commit: None,
+        pending_wait: None,
+        last_write: Lsn::ZERO,
         scan_cursors: VecDeque::new(),
         next_cursor: 1,
         closing: false,
@@ -88,26 +94,20 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
     let mut read_buf: Vec<u8> = Vec::with_capacity(READ_BYTES);
     let mut out: Vec<u8> = Vec::with_capacity(READ_BYTES);
     loop {
-        read_buf.clear();
-        let compio::BufResult(res, buf) = stream.read(read_buf).await;
-        read_buf = buf;
-        let n = res?;
-        if n == 0 {
-            return Ok(());
-        }
-        parser.feed(&read_buf[..n]);
         let started = Instant::now();
         let in_flight = session.node.enter();
         let mut wait = Lsn::ZERO;
         let mut wrote = false;
+        let mut replies = 0usize;
         loop {
             match parser.next_request() {
                 Ok(Some(args)) => {
                     session.node.metrics.commands.inc();
                     let (lsn, w) = session.dispatch(args, &mut out);
+                    replies += 1;
                     wait = wait.max(lsn);
                     wrote |= w;
-                    if session.closing {
+                    if session.closing || session.pending_wait.is_some() {
                         break;
                     }
                 }
@@ -119,20 +119,19 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
                 }
             }
         }
-        if session.effective_sync_commit() == SyncCommit::Local && wait > Lsn::ZERO {
-            if let Err(e) = session.node.engine.wal().wait_flushed(wait).await {
-                // The replies claim durability we no longer have: send none.
-                out.clear();
-                write_error(&mut out, &format!("ERR WAL write failed, nothing after the last acknowledged write is durable: {e}"));
-                session.closing = true;
-            }
-        }
+        session.wait_durable(wait, replies, &mut out).await;
         if wrote {
-            let m = &session.node.metrics;
-            m.commit_latency_seconds
+            session
+                .node
+                .metrics
+                .commit_latency_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
         drop(in_flight);
+        if let Some((replicas, timeout_ms)) = session.pending_wait.take() {
+            let n = session.wait_replicas(replicas, timeout_ms).await;
+            write_integer(&mut out, n);
+        }
         if !out.is_empty() {
             let compio::BufResult(res, buf) = stream.write_all(std::mem::take(&mut out)).await;
             out = buf;
@@ -145,13 +144,95 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
         if session.closing {
             return Ok(());
         }
+        if parser.pending_bytes() > 0 && replies > 0 {
+            continue; // requests after a WAIT are already buffered
+        }
+        read_buf.clear();
+        let compio::BufResult(res, buf) = stream.read(read_buf).await;
+        read_buf = buf;
+        let n = res?;
+        if n == 0 {
+            return Ok(());
+        }
+        parser.feed(&read_buf[..n]);
     }
 }
 
 impl Session {
-    fn effective_sync_commit(&self) -> SyncCommit {
+    fn effective_sync_commit(&self) -> SyncLevel {
         self.sync_commit
             .unwrap_or_else(|| self.node.synchronous_commit())
+    }
+
+    /// Holds the replies of a batch until what they report is durable under
+    /// the session's level: the local WAL flush, then (on a primary, for
+    /// the remote levels) the synchronous standbys. On a timeout the
+    /// replies become errors: the writes are committed locally but not
+    /// confirmed, and must not be reported as if they were.
+    async fn wait_durable(&mut self, wait: Lsn, replies: usize, out: &mut Vec<u8>) {
+        let level = self.effective_sync_commit();
+        if level == SyncLevel::Off || wait == Lsn::ZERO {
+            return;
+        }
+        if let Err(e) = self.node.engine.wal().wait_flushed(wait).await {
+            out.clear();
+            write_error(out, &format!("ERR WAL write failed, nothing after the last acknowledged write is durable: {e}"));
+            self.closing = true;
+            return;
+        }
+        if !level.waits_for_standbys() || self.node.is_standby() {
+            return;
+        }
+        let sync = self.node.repl.sync.wait(level, wait);
+        let timeout_ms = self.node.synchronous_commit_timeout_ms();
+        let confirmed = if timeout_ms == 0 {
+            sync.await;
+            true
+        } else {
+            compio::time::timeout(std::time::Duration::from_millis(timeout_ms), sync)
+                .await
+                .is_ok()
+        };
+        if !confirmed {
+            out.clear();
+            for _ in 0..replies.max(1) {
+                write_error(
+                    out,
+                    &format!(
+                        "ERR committed locally, not confirmed by standbys within {timeout_ms} ms (synchronous_commit={})",
+                        level.as_str()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// WAIT: standbys that flushed this connection's last write, waiting
+    /// up to `timeout_ms` (0: no limit) for `replicas` of them.
+    async fn wait_replicas(&self, replicas: i64, timeout_ms: u64) -> i64 {
+        let target = self.last_write;
+        let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        loop {
+            let n = self
+                .node
+                .repl
+                .standbys
+                .snapshot()
+                .iter()
+                .filter(|s| {
+                    s.flushed >= target
+                        && s.state != crate::replication::status::LinkState::Disconnected
+                })
+                .count() as i64;
+            if n >= replicas
+                || (timeout_ms > 0 && Instant::now() >= deadline)
+                || self.node.is_standby()
+            {
+                return n;
+            }
+            // WAIT is a timed command; a short poll keeps it simple.
+            compio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// Runs one request; returns the LSN its reply must wait for and
@@ -208,6 +289,17 @@ impl Session {
         if self.node.is_shutting_down() {
             return Err("ERR server is shutting down".into());
         }
+        if self.node.is_standby() && cmds.iter().any(|c| c.is_write()) {
+            let primary = self
+                .node
+                .repl
+                .upstream
+                .get()
+                .map(|u| u.primary_client_addr)
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| "unknown".into());
+            return Err(CommandError::ReadOnly { primary }.to_string());
+        }
         for cmd in cmds {
             exec::check_limits(cmd).map_err(|e| engine_error_reply(&e))?;
         }
@@ -225,6 +317,7 @@ impl Session {
             Ok(outcome) => {
                 if outcome.wrote {
                     self.node.metrics.commits.inc();
+                    self.last_write = outcome.wait_lsn;
                 }
                 Ok((outcome.wait_lsn, outcome.wrote))
             }
@@ -343,7 +436,10 @@ impl Session {
                 self.stop_after_reply = true;
                 self.closing = true;
             }
-            Command::Wait { .. } => write_integer(out, 0), // no standbys yet
+            Command::Wait {
+                replicas,
+                timeout_ms,
+            } => self.pending_wait = Some((replicas, timeout_ms)),
             Command::Select => write_simple(out, "OK"),
             Command::Scan {
                 cursor,
@@ -441,6 +537,24 @@ impl Session {
                 "synchronous_commit",
                 self.node.synchronous_commit().as_str().to_string(),
             ),
+            (
+                "synchronous_standby_names",
+                self.node.repl.sync.names().to_string(),
+            ),
+            (
+                "most_available_sync",
+                if self.node.repl.sync.most_available_sync() {
+                    "on"
+                } else {
+                    "off"
+                }
+                .to_string(),
+            ),
+            (
+                "synchronous_commit_timeout_ms",
+                self.node.synchronous_commit_timeout_ms().to_string(),
+            ),
+            ("max_wal_retention", c.max_wal_retention.to_string()),
             ("requirepass", c.requirepass.clone().unwrap_or_default()),
             ("maxclients", c.connections_max.to_string()),
             ("appendonly", "yes".to_string()),
@@ -476,10 +590,23 @@ impl Session {
         for (name, value) in &pairs {
             let name = String::from_utf8_lossy(name).to_ascii_lowercase();
             let value = String::from_utf8_lossy(value).to_string();
-            let ok = match name.as_str() {
-                "synchronous_commit" => SyncCommit::parse(&value)
+            let repl = &self.node.repl;
+            let result: Result<(), &str> = match name.as_str() {
+                "synchronous_commit" => SyncLevel::parse(&value)
                     .map(|v| self.node.set_synchronous_commit(v))
-                    .is_some(),
+                    .map_err(|_| {
+                        "off, local, remote_receive, remote_write, on, remote_flush, remote_apply"
+                    }),
+                "synchronous_standby_names" => StandbyNames::parse(&value)
+                    .map(|n| repl.sync.set_names(n, &repl.standbys.snapshot()))
+                    .map_err(|_| "'', '*', 'FIRST n (a, b)', 'ANY n (a, b)' or 'a, b'"),
+                "most_available_sync" => parse_bool(&value)
+                    .map(|b| repl.sync.set_most_available_sync(b))
+                    .ok_or("on or off"),
+                "synchronous_commit_timeout_ms" => value
+                    .parse::<u64>()
+                    .map(|v| self.node.set_synchronous_commit_timeout_ms(v))
+                    .map_err(|_| "milliseconds, 0 = no limit"),
                 _ => {
                     write_error(
                         out,
@@ -490,8 +617,11 @@ impl Session {
                     return;
                 }
             };
-            if !ok {
-                write_error(out, &format!("ERR CONFIG SET failed (possibly related to argument '{name}') - argument must be one of: off, local"));
+            if let Err(expected) = result {
+                write_error(
+                    out,
+                    &format!("ERR CONFIG SET failed (possibly related to argument '{name}') - argument must be: {expected}"),
+                );
                 return;
             }
         }
@@ -558,6 +688,14 @@ impl Session {
             write_bulk(out, k);
         }
         (outcome.wait_lsn, false)
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" | "1" => Some(true),
+        "off" | "no" | "false" | "0" => Some(false),
+        _ => None,
     }
 }
 

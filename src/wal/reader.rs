@@ -57,7 +57,9 @@ impl OwnedRecordBytes {
     pub fn validated(bytes: Vec<u8>, prev: Lsn) -> Result<OwnedRecordBytes, DecodeError> {
         let (_, len) = record::decode(&bytes, prev)?;
         if len != bytes.len() {
-            return Err(DecodeError::BadLength { len: bytes.len() as u32 });
+            return Err(DecodeError::BadLength {
+                len: bytes.len() as u32,
+            });
         }
         Ok(OwnedRecordBytes { bytes, prev })
     }
