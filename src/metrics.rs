@@ -20,6 +20,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::engine::Engine;
+use crate::replication::context::ReplContext;
 
 pub struct Metrics {
     registry: Registry,
@@ -83,7 +84,7 @@ impl Metrics {
     }
 
     /// The whole exposition: registry metrics, then engine and WAL figures.
-    pub fn render(&self, engine: &Engine) -> String {
+    pub fn render(&self, engine: &Engine, repl: Option<&ReplContext>) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -142,6 +143,10 @@ impl Metrics {
             wal.inserted().0,
         );
         wal.metrics().render_prometheus(&mut out);
+        if let Some(repl) = repl {
+            repl.metrics
+                .render(&mut out, &repl.standbys.snapshot(), wal.flushed());
+        }
         out.push_str("# EOF\n");
         out
     }
@@ -190,6 +195,7 @@ pub fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     engine: Arc<Engine>,
+    repl: Arc<ReplContext>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
@@ -197,7 +203,7 @@ pub fn serve(
         .name("metrics".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                let _ = answer(stream, &metrics, &engine);
+                let _ = answer(stream, &metrics, &engine, &repl);
             }
         })?;
     Ok(bound)
@@ -207,6 +213,7 @@ fn answer(
     mut stream: std::net::TcpStream,
     metrics: &Metrics,
     engine: &Engine,
+    repl: &ReplContext,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     let mut req = [0u8; 2048];
@@ -224,7 +231,7 @@ fn answer(
     let head = &req[..n];
     let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?")
     {
-        ("200 OK", metrics.render(engine))
+        ("200 OK", metrics.render(engine, Some(repl)))
     } else {
         ("404 Not Found", "only GET /metrics is served\n".to_string())
     };

@@ -229,12 +229,11 @@ pub fn run(config: Config) -> Result<(), NodeError> {
     });
     node.set_synchronous_commit(node.config.synchronous_commit);
     if let Some(addr) = node.config.metrics_listen {
-        let bound = crate::metrics::serve(addr, node.metrics.clone(), engine.clone()).map_err(
-            |source| NodeError::Listen {
+        let bound = crate::metrics::serve(addr, node.metrics.clone(), engine.clone(), repl.clone())
+            .map_err(|source| NodeError::Listen {
                 addr: addr.to_string(),
                 source,
-            },
-        )?;
+            })?;
         tracing::info!(%bound, "metrics listening");
     }
     let repl_bound = crate::replication::sender::start(repl.clone(), node.config.repl_listen, None)

@@ -28,6 +28,7 @@ pub struct ReplContext {
     pub standbys: Standbys,
     pub upstream: Upstream,
     pub sync: Arc<SyncRep>,
+    pub metrics: super::metrics::ReplMetrics,
     /// WAL a standby may still need is kept up to this many bytes behind
     /// the end; a standby further behind must be rebuilt.
     pub max_wal_retention: u64,
@@ -55,6 +56,7 @@ impl ReplContext {
             standbys: Standbys::default(),
             upstream: Upstream::default(),
             sync,
+            metrics: Default::default(),
             max_wal_retention,
             build_pins: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),

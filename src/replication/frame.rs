@@ -1313,7 +1313,7 @@ mod tests {
         ));
         assert!(Message::decode(MessageKind::AuthOk, &[0]).is_err());
         let mut payload = vec![2];
-        payload.extend_from_slice(b"ab!");
+        payload.extend_from_slice(b"ab\x03h:1!");
         assert!(matches!(
             Message::decode(MessageKind::AuthOk, &payload),
             Err(FrameError::BadField {

@@ -28,6 +28,7 @@ pub mod build;
 pub mod conn;
 pub mod context;
 pub mod frame;
+pub mod metrics;
 pub mod receiver;
 pub mod sender;
 pub mod status;

@@ -15,11 +15,14 @@
 //! stops the receiver and the node reports `needs_build`; other errors
 //! reconnect with backoff.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use super::auth;
-use super::conn::{self, ConnError, FrameWriter};
+use super::conn::{self, ConnError, FrameReader, FrameWriter};
 use super::context::ReplContext;
 use super::frame::{Message, Purpose, RefuseCode, FORMAT_VERSION as PROTOCOL_VERSION};
 use super::sender::now_us;
@@ -28,6 +31,7 @@ use super::wal_range;
 use crate::ids::Lsn;
 use crate::wal::reader::OwnedRecordBytes;
 use crate::wal::record::Record;
+use crate::wal::FlushWait;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -146,45 +150,106 @@ async fn stream_once(
         s.primary_client_addr = client_addr;
         s.last_error = None;
     });
+    // Receiving and flushing overlap: WAL that arrives while a flush is in
+    // flight is appended at once and made durable by the next flush (the
+    // local flusher batches it), so a standby keeps up with a primary that
+    // flushes more often than one fdatasync takes here.
     let mut group: Vec<(Lsn, OwnedRecordBytes)> = Vec::new();
+    let mut unflushed: Vec<(Lsn, OwnedRecordBytes)> = Vec::new();
+    let mut written = next;
+    type Recv = Pin<Box<dyn Future<Output = (FrameReader, Result<Message, ConnError>)>>>;
+    let mut reader = Some(r);
+    let mut recv: Option<Recv> = None;
+    let mut flush: Option<(Lsn, Instant, FlushWait)> = None;
     loop {
-        match r.recv().await? {
-            Message::WalData { start, bytes, .. } => {
-                if start != next {
-                    return Err(ConnError::Unexpected {
-                        expected: "WAL at our end",
-                        got: format!("WAL at {start}, ours ends at {next}"),
-                    });
+        if let Some(mut r) = reader.take() {
+            recv = Some(Box::pin(async move {
+                let m = r.recv().await;
+                (r, m)
+            }));
+        }
+        if flush.is_none() && written > ctx.upstream.get().map_or(written, |s| s.flushed) {
+            flush = Some((written, Instant::now(), wal.wait_flushed(written)));
+        }
+        let event = std::future::poll_fn(|cx| {
+            if let Some(f) = recv.as_mut() {
+                if let Poll::Ready((r, m)) = f.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Message(r, m));
                 }
-                let (records, last) =
-                    wal_range::validate_chain(&bytes, start, prev).map_err(|(lsn, e)| {
-                        ConnError::Unexpected {
-                            expected: "valid WAL records",
-                            got: format!("bad record at {lsn}: {e}"),
+            }
+            if let Some((_, _, f)) = flush.as_mut() {
+                if let Poll::Ready(x) = Pin::new(f).poll(cx) {
+                    return Poll::Ready(Event::Flushed(x));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Message(r, m) => {
+                recv = None;
+                reader = Some(r);
+                match m? {
+                    Message::WalData { start, bytes, .. } => {
+                        if start != next {
+                            return Err(ConnError::Unexpected {
+                                expected: "WAL at our end",
+                                got: format!("WAL at {start}, ours ends at {next}"),
+                            });
                         }
-                    })?;
-                let end = start.add(bytes.len() as u64);
-                ctx.upstream.update(|s| s.received = end);
-                status(&mut w, ctx, false).await?;
-                if let Some(delay) = test_write_delay() {
-                    compio::time::sleep(delay).await;
+                        let (records, last) = wal_range::validate_chain(&bytes, start, prev)
+                            .map_err(|(lsn, e)| ConnError::Unexpected {
+                                expected: "valid WAL records",
+                                got: format!("bad record at {lsn}: {e}"),
+                            })?;
+                        let end = start.add(bytes.len() as u64);
+                        ctx.upstream.update(|s| s.received = end);
+                        status(&mut w, ctx, false).await?;
+                        if let Some(delay) = test_write_delay() {
+                            compio::time::sleep(delay).await;
+                        }
+                        let t = Instant::now();
+                        wal.append(&bytes, last)
+                            .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+                        ctx.upstream.update(|s| s.written = end);
+                        ctx.metrics
+                            .standby_write_us
+                            .record(t.elapsed().as_micros() as u64);
+                        status(&mut w, ctx, false).await?;
+                        (next, prev) = (end, last);
+                        written = end;
+                        unflushed.extend(records);
+                    }
+                    Message::Keepalive { .. } => status(&mut w, ctx, false).await?,
+                    other => return Err(conn::unexpected("WalData or Keepalive", &other)),
                 }
-                wal.append(&bytes, last)
-                    .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
-                ctx.upstream.update(|s| s.written = end);
-                wal.wait_flushed(end)
-                    .await
-                    .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
-                ctx.upstream.update(|s| s.flushed = end);
+            }
+            Event::Flushed(result) => {
+                let Some((target, started, _)) = flush.take() else {
+                    continue;
+                };
+                result.map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+                ctx.upstream.update(|s| s.flushed = target);
+                ctx.metrics
+                    .standby_flush_us
+                    .record(started.elapsed().as_micros() as u64);
                 status(&mut w, ctx, false).await?;
-                (next, prev) = (end, last);
+                let durable = unflushed.partition_point(|(lsn, _)| *lsn < target);
+                let records: Vec<_> = unflushed.drain(..durable).collect();
+                let t = Instant::now();
                 apply(ctx, &mut group, records)?;
+                ctx.metrics
+                    .standby_apply_us
+                    .record(t.elapsed().as_micros() as u64);
                 status(&mut w, ctx, false).await?;
             }
-            Message::Keepalive { .. } => status(&mut w, ctx, false).await?,
-            other => return Err(conn::unexpected("WalData or Keepalive", &other)),
         }
     }
+}
+
+enum Event {
+    Message(FrameReader, Result<Message, ConnError>),
+    Flushed(Result<(), crate::wal::WalError>),
 }
 
 /// Applies every complete group among `records` (with the pending partial

@@ -10,6 +10,7 @@
 //! silence. A second task per standby reads its status frames, updates
 //! the standby table and the synchronous-commit horizons.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -237,8 +238,15 @@ async fn stream_wal(
         connected_at: now,
     });
     let closed = Rc::new(std::cell::Cell::new(false));
-    let reader = compio::runtime::spawn(read_status(ctx.clone(), id, r, closed.clone()));
-    let result = send_loop(&ctx, id, peer.start, &mut w, &closed).await;
+    let in_flight: SentLog = Rc::new(std::cell::RefCell::new(VecDeque::new()));
+    let reader = compio::runtime::spawn(read_status(
+        ctx.clone(),
+        id,
+        r,
+        closed.clone(),
+        in_flight.clone(),
+    ));
+    let result = send_loop(&ctx, id, peer.start, &mut w, &closed, &in_flight).await;
     drop(reader);
     ctx.standbys
         .update(id, |e| e.state = LinkState::Disconnected);
@@ -253,6 +261,7 @@ async fn send_loop(
     start: Lsn,
     w: &mut FrameWriter,
     closed: &std::cell::Cell<bool>,
+    in_flight: &SentLog,
 ) -> Result<(), ConnError> {
     let wal = ctx.engine.wal().clone();
     let segs = ctx
@@ -280,6 +289,17 @@ async fn send_loop(
             })
             .await?;
             sent = next;
+            {
+                let mut log = in_flight.borrow_mut();
+                if log.len() < SENT_LOG_MAX {
+                    log.push_back(SentBatch {
+                        end: sent,
+                        at: Instant::now(),
+                        received: false,
+                        flushed: false,
+                    });
+                }
+            }
             let state = if sent == wal.flushed() {
                 LinkState::Streaming
             } else {
@@ -307,11 +327,45 @@ async fn send_loop(
     }
 }
 
+/// Batches sent and not yet applied by the standby, oldest first, to time
+/// the acknowledgement stages.
+type SentLog = Rc<std::cell::RefCell<VecDeque<SentBatch>>>;
+const SENT_LOG_MAX: usize = 4096;
+
+struct SentBatch {
+    end: Lsn,
+    at: Instant,
+    received: bool,
+    flushed: bool,
+}
+
+fn time_acks(ctx: &ReplContext, log: &SentLog, received: Lsn, flushed: Lsn, applied: Lsn) {
+    let mut log = log.borrow_mut();
+    let m = &ctx.metrics;
+    for b in log.iter_mut() {
+        let us = b.at.elapsed().as_micros() as u64;
+        if !b.received && received >= b.end {
+            b.received = true;
+            m.ack_received_us.record(us);
+        }
+        if !b.flushed && flushed >= b.end {
+            b.flushed = true;
+            m.ack_flushed_us.record(us);
+        }
+    }
+    while log.front().is_some_and(|b| applied >= b.end) {
+        if let Some(b) = log.pop_front() {
+            m.ack_applied_us.record(b.at.elapsed().as_micros() as u64);
+        }
+    }
+}
+
 async fn read_status(
     ctx: Arc<ReplContext>,
     id: u64,
     mut r: FrameReader,
     closed: Rc<std::cell::Cell<bool>>,
+    in_flight: SentLog,
 ) {
     loop {
         match r.recv().await {
@@ -322,6 +376,7 @@ async fn read_status(
                 applied,
                 ..
             }) => {
+                time_acks(&ctx, &in_flight, received, flushed, applied);
                 ctx.standbys.update(id, |e| {
                     e.received = e.received.max(received);
                     e.written = e.written.max(written);

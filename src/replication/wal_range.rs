@@ -62,13 +62,16 @@ pub fn whole_records_prefix(buf: &[u8]) -> usize {
     at
 }
 
+/// Records with their LSNs, in stream order.
+pub type Records = Vec<(Lsn, OwnedRecordBytes)>;
+
 /// Decodes every record of `bytes` (which start at `start`), checking CRC
 /// and the chain from `prev`. Returns the records and the new prev.
 pub fn validate_chain(
     bytes: &[u8],
     start: Lsn,
     mut prev: Lsn,
-) -> Result<(Vec<(Lsn, OwnedRecordBytes)>, Lsn), (Lsn, DecodeError)> {
+) -> Result<(Records, Lsn), (Lsn, DecodeError)> {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {
