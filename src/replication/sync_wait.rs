@@ -44,13 +44,17 @@ pub struct SyncRep {
 
 impl SyncRep {
     pub fn new(names: StandbyNames, most_available_sync: bool) -> SyncRep {
-        SyncRep {
+        let rep = SyncRep {
             names: Mutex::new(names),
             most_available_sync: AtomicBool::new(most_available_sync),
             horizons: Default::default(),
             missing: Default::default(),
             waiters: Waiters::default(),
-        }
+        };
+        // No standby yet: with no names configured the remote levels act as
+        // local; with names, they are missing until standbys report.
+        rep.recompute(&[]);
+        rep
     }
 
     pub fn names(&self) -> StandbyNames {
@@ -185,5 +189,30 @@ impl Drop for SyncWait {
         if let Some(id) = self.id.take() {
             self.rep.waiters.lock().deregister(self.lsn, id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_names_remote_levels_do_not_wait() {
+        let rep = SyncRep::new(StandbyNames::Async, false);
+        assert!(rep.covered(SyncLevel::On, Lsn(1 << 40)));
+        assert!(rep.covered(SyncLevel::RemoteApply, Lsn(1 << 40)));
+    }
+
+    #[test]
+    fn with_names_commits_wait_until_standbys_confirm_or_degrade() {
+        let names = StandbyNames::parse("FIRST 1 (s1)").unwrap();
+        let rep = SyncRep::new(names, false);
+        assert!(!rep.covered(SyncLevel::On, Lsn(100)));
+        rep.set_most_available_sync(true);
+        assert!(
+            rep.covered(SyncLevel::On, Lsn(100)),
+            "most_available_sync lets commits through"
+        );
+        assert!(rep.degraded(SyncLevel::On));
     }
 }

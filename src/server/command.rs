@@ -202,6 +202,10 @@ pub enum Command<'a> {
         name: &'a [u8],
     },
     ClientGetName,
+    /// `CLIENT SYNC level|DEFAULT`: this connection's `synchronous_commit`.
+    ClientSync {
+        level: &'a [u8],
+    },
     ClientId,
     ClientInfo,
     Command(CommandQuery<'a>),
@@ -393,6 +397,15 @@ const ONE_KEY: (i64, i64, i64) = (1, 1, 1);
 const ALL_KEYS: (i64, i64, i64) = (1, -1, 1);
 
 const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
+    spec(
+        "client|sync",
+        3,
+        SESSION,
+        NO_KEYS,
+        "connection",
+        "tandem",
+        "Sets synchronous_commit for this connection (a level, or DEFAULT for the node's).",
+    ),
     spec(
         "client|setname",
         3,
@@ -669,6 +682,7 @@ impl<'a> Command<'a> {
                     name: validate_client_name(arg(2))?,
                 },
                 "client|getname" => Command::ClientGetName,
+                "client|sync" => Command::ClientSync { level: arg(2) },
                 "client|id" => Command::ClientId,
                 _ => Command::ClientInfo,
             },
@@ -730,6 +744,7 @@ impl<'a> Command<'a> {
             Command::Role => "role",
             Command::ClientSetName { .. } => "client|setname",
             Command::ClientGetName => "client|getname",
+            Command::ClientSync { .. } => "client|sync",
             Command::ClientId => "client|id",
             Command::ClientInfo => "client|info",
             Command::Command(CommandQuery::List) => "command",

@@ -53,8 +53,8 @@ struct Session {
     multi: Option<Vec<OwnedArgs>>,
     /// A queued command failed to parse: EXEC must abort.
     multi_failed: bool,
-    /// Per-connection `synchronous_commit` (CONFIG SET on a connection
-    /// sets the node's; this is for `CLIENT`-level overrides later).
+    /// Per-connection `synchronous_commit` (`CLIENT SYNC level`); `None`
+    /// follows the node's setting (`CONFIG SET synchronous_commit`).
     sync_commit: Option<SyncLevel>,
     /// WAIT requested by the last request of a batch: (replicas, timeout).
     pending_wait: Option<(i64, u64)>,
@@ -398,6 +398,24 @@ impl Session {
                 }
             }
             Command::ClientId => write_integer(out, self.id as i64),
+            Command::ClientSync { level } => {
+                let text = String::from_utf8_lossy(level);
+                if text.eq_ignore_ascii_case("default") {
+                    self.sync_commit = None;
+                    write_simple(out, "OK");
+                } else {
+                    match SyncLevel::parse(&text) {
+                        Ok(l) => {
+                            self.sync_commit = Some(l);
+                            write_simple(out, "OK");
+                        }
+                        Err(_) => write_error(
+                            out,
+                            "ERR synchronous_commit must be one of: off, local, remote_receive, remote_write, on, remote_flush, remote_apply, default",
+                        ),
+                    }
+                }
+            }
             Command::ClientInfo => {
                 let line = format!(
                     "id={} name={} db=0 resp={}\n",
