@@ -137,6 +137,7 @@ pub struct Engine {
     timeline: TimelineId,
     checkpoints: std::sync::atomic::AtomicU64,
     data_dir: PathBuf,
+    is_standby: std::sync::atomic::AtomicBool,
 }
 
 /// Where recovery from a checkpoint starts: the first record's LSN and
@@ -247,6 +248,7 @@ impl Engine {
             timeline: cd.timeline,
             checkpoints: Default::default(),
             data_dir: cfg.data_dir.clone(),
+            is_standby: std::sync::atomic::AtomicBool::new(cd.role == Role::Standby),
         });
         if meta.is_none() && cd.role == Role::Primary {
             engine.bootstrap()?;
@@ -368,8 +370,14 @@ impl Engine {
         self.state.lock().applied.0
     }
 
+    /// The node's role, read without the engine lock (sessions ask on
+    /// every write). Changes only with the state's role, under the lock.
     pub fn role(&self) -> Role {
-        self.state.lock().role
+        if self.is_standby.load(std::sync::atomic::Ordering::Acquire) {
+            Role::Standby
+        } else {
+            Role::Primary
+        }
     }
 
     /// Fuzzy checkpoint: fixes a redo point, writes every page dirty at
