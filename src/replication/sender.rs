@@ -311,6 +311,7 @@ async fn send_loop(
             });
             continue;
         }
+        // Nothing left to send (also right after connecting): caught up.
         ctx.standbys.update(id, |e| e.state = LinkState::Streaming);
         let woke = compio::time::timeout(KEEPALIVE_AFTER, wal.wait_flushed(sent.add(1))).await;
         match woke {

@@ -3,6 +3,8 @@
 //! (also when a test fails: `Drop` kills the process).
 #![allow(dead_code)]
 
+pub mod repl;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -29,21 +31,32 @@ pub struct NodeProc {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub extra: Vec<String>,
+    /// The replication port (`--repl-listen`), the same on every spawn.
+    pub repl_port: u16,
+    /// Extra environment variables for the process (test knobs).
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeProc {
     /// Starts a node on `data_dir` with extra flags, waits for PING.
     pub fn start(data_dir: &Path, extra: &[&str]) -> NodeProc {
-        let mut n = NodeProc {
+        let mut n = NodeProc::new(data_dir, extra);
+        n.spawn();
+        n
+    }
+
+    /// A node on `data_dir` with its ports chosen, not started yet.
+    pub fn new(data_dir: &Path, extra: &[&str]) -> NodeProc {
+        NodeProc {
             child: None,
             port: free_port(),
             metrics_port: free_port(),
             data_dir: data_dir.to_path_buf(),
             log: data_dir.with_extension("log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        n.spawn();
-        n
+            repl_port: free_port(),
+            env: Vec::new(),
+        }
     }
 
     /// (Re)starts the process on the same ports and directory.
@@ -61,10 +74,11 @@ impl NodeProc {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--repl-listen")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(format!("127.0.0.1:{}", self.repl_port))
             .arg("--metrics-listen")
             .arg(format!("127.0.0.1:{}", self.metrics_port))
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -75,6 +89,19 @@ impl NodeProc {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn repl_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.repl_port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node is running").id()
+    }
+
+    /// Sends `sig` (`STOP`, `CONT`, ...) to the running process.
+    pub fn signal(&self, sig: &str) {
+        unsafe_free_kill(self.pid(), sig);
     }
 
     pub fn url(&self) -> String {
