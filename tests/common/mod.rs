@@ -15,13 +15,23 @@ pub fn tandem_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tandem"))
 }
 
-/// A loopback port that was free a moment ago (bind to port 0, read it).
+/// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Below the kernel's ephemeral range (ip_local_port_range, 32768 and
+    // up by default): a node restarted on the same port can then never find
+    // it taken by some client connection's ephemeral source port.
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919) % 12_000;
+    NEXT.compare_exchange(0, seed, Ordering::SeqCst, Ordering::SeqCst)
+        .ok();
+    for _ in 0..12_000 {
+        let port = 20_000 + NEXT.fetch_add(1, Ordering::SeqCst) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000..32000");
 }
 
 pub struct NodeProc {
