@@ -21,14 +21,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::auth;
 use super::conn::{self, ConnError, FrameWriter};
 use super::context::ReplContext;
-use super::frame::{Message, Purpose, FORMAT_VERSION as PROTOCOL_VERSION};
+use super::frame::{Message, Purpose};
 use super::sender::Peer;
 use super::wal_range;
 use crate::engine::control_file::{ControlData, ControlFile, NodeState, Role};
-use crate::ids::{Lsn, SegmentNo, SystemId, TimelineId};
+use crate::ids::{Lsn, SegmentNo};
 use crate::page::PAGE_BYTES;
 use crate::wal::segment::SegmentDir;
 
@@ -161,30 +160,16 @@ async fn receive(opts: &BuildOptions) -> Result<BuildSummary, BuildError> {
     let stream = compio::net::TcpStream::connect(opts.from.as_str()).await?;
     let _ = stream.set_nodelay(true);
     let (mut r, mut w) = conn::split(stream);
-    w.send(&Message::Hello {
-        protocol_version: PROTOCOL_VERSION,
-        system_id: SystemId(0),
-        timeline: TimelineId(0),
-        start_lsn: Lsn::ZERO,
-        name: opts.name.clone(),
-        purpose: Purpose::Build,
-    })
+    conn::handshake_as_standby(
+        &mut r,
+        &mut w,
+        &opts.secret,
+        &opts.name,
+        None,
+        Lsn::ZERO,
+        Purpose::Build,
+    )
     .await?;
-    let challenge = r.recv().await?;
-    let Message::Challenge {
-        nonce, system_id, ..
-    } = challenge
-    else {
-        return Err(conn::unexpected("Challenge", &challenge).into());
-    };
-    w.send(&Message::AuthResponse {
-        mac: auth::respond(&opts.secret, &nonce, system_id, &opts.name),
-    })
-    .await?;
-    let ok = r.recv().await?;
-    if !matches!(ok, Message::AuthOk { .. }) {
-        return Err(conn::unexpected("AuthOk", &ok).into());
-    }
     let start = r.recv().await?;
     let Message::BuildStart {
         system_id,

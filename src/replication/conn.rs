@@ -15,7 +15,9 @@
 use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::TcpStream;
 
-use super::frame::{FrameDecoder, FrameError, Message, RefuseCode};
+use super::auth;
+use super::frame::{FrameDecoder, FrameError, Message, Purpose, RefuseCode, FORMAT_VERSION};
+use crate::ids::{Lsn, SystemId, TimelineId};
 
 /// Bytes read from the socket at a time.
 const READ_BYTES: usize = 256 * 1024;
@@ -121,4 +123,75 @@ pub fn unexpected(expected: &'static str, got: &Message) -> ConnError {
         expected,
         got: format!("{:?}", got.kind()),
     }
+}
+
+/// What a standby (or a build client) learns from a successful handshake.
+pub struct Upstream {
+    pub system_id: SystemId,
+    pub timeline: TimelineId,
+    pub primary_name: String,
+    pub client_addr: String,
+}
+
+/// The standby's half of the handshake: Hello, answer the challenge with
+/// the HMAC of the secret, expect AuthOk. With `ours` set (streaming), an
+/// upstream of another cluster is refused before any secret-derived byte
+/// is sent.
+pub async fn handshake_as_standby(
+    r: &mut FrameReader,
+    w: &mut FrameWriter,
+    secret: &[u8],
+    name: &str,
+    ours: Option<(SystemId, TimelineId)>,
+    start_lsn: Lsn,
+    purpose: Purpose,
+) -> Result<Upstream, ConnError> {
+    let (system_id, timeline) = ours.unwrap_or((SystemId(0), TimelineId(0)));
+    w.send(&Message::Hello {
+        protocol_version: FORMAT_VERSION,
+        system_id,
+        timeline,
+        start_lsn,
+        name: name.to_string(),
+        purpose,
+    })
+    .await?;
+    let challenge = r.recv().await?;
+    let Message::Challenge {
+        nonce,
+        system_id: theirs,
+        timeline: their_tli,
+        ..
+    } = challenge
+    else {
+        return Err(unexpected("Challenge", &challenge));
+    };
+    if let Some((ours, _)) = ours {
+        if theirs != ours {
+            let message =
+                format!("upstream belongs to another cluster (system id {theirs}, ours {ours})");
+            return Err(ConnError::Refused {
+                code: RefuseCode::SystemIdMismatch,
+                message,
+            });
+        }
+    }
+    w.send(&Message::AuthResponse {
+        mac: auth::respond(secret, &nonce, theirs, name),
+    })
+    .await?;
+    let ok = r.recv().await?;
+    let Message::AuthOk {
+        primary_name,
+        client_addr,
+    } = ok
+    else {
+        return Err(unexpected("AuthOk", &ok));
+    };
+    Ok(Upstream {
+        system_id: theirs,
+        timeline: their_tli,
+        primary_name,
+        client_addr,
+    })
 }

@@ -21,10 +21,9 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use super::auth;
 use super::conn::{self, ConnError, FrameReader, FrameWriter};
 use super::context::ReplContext;
-use super::frame::{Message, Purpose, RefuseCode, FORMAT_VERSION as PROTOCOL_VERSION};
+use super::frame::{Message, Purpose, RefuseCode};
 use super::sender::now_us;
 use super::status::{LinkState, UpstreamStatus};
 use super::wal_range;
@@ -105,44 +104,24 @@ async fn stream_once(
     let _ = stream.set_nodelay(true);
     let (mut r, mut w) = conn::split(stream);
     let (mut next, mut prev) = wal.insert_position();
-    w.send(&Message::Hello {
-        protocol_version: PROTOCOL_VERSION,
-        system_id: engine.system_id(),
-        timeline: engine.timeline(),
-        start_lsn: next,
-        name: ctx.name.clone(),
-        purpose: Purpose::Stream,
-    })
-    .await?;
-    let challenge = r.recv().await?;
-    let Message::Challenge {
-        nonce, system_id, ..
-    } = challenge
-    else {
-        return Err(conn::unexpected("Challenge", &challenge));
-    };
-    if system_id != engine.system_id() {
-        let message = format!(
-            "upstream {upstream} belongs to another cluster (system id {system_id}, ours {})",
-            engine.system_id()
-        );
-        return Err(ConnError::Refused {
-            code: RefuseCode::SystemIdMismatch,
-            message,
-        });
-    }
-    w.send(&Message::AuthResponse {
-        mac: auth::respond(&ctx.secret, &nonce, system_id, &ctx.name),
-    })
-    .await?;
-    let ok = r.recv().await?;
-    let Message::AuthOk {
-        primary_name,
-        client_addr,
-    } = ok
-    else {
-        return Err(conn::unexpected("AuthOk", &ok));
-    };
+    let up = conn::handshake_as_standby(
+        &mut r,
+        &mut w,
+        &ctx.secret,
+        &ctx.name,
+        Some((engine.system_id(), engine.timeline())),
+        next,
+        Purpose::Stream,
+    )
+    .await
+    .map_err(|e| match e {
+        ConnError::Refused { code, message } => ConnError::Refused {
+            code,
+            message: format!("{upstream}: {message}"),
+        },
+        other => other,
+    })?;
+    let (primary_name, client_addr) = (up.primary_name, up.client_addr);
     tracing::info!(%upstream, primary = %primary_name, start = %next, "streaming WAL");
     *backoff = BACKOFF_MIN;
     ctx.upstream.update(|s| {

@@ -57,6 +57,21 @@ pub struct StandbyEntry {
     pub connected_at: Instant,
 }
 
+impl StandbyEntry {
+    /// The positions synchronous commit counts (connected: streaming or
+    /// catching up).
+    pub fn position(&self) -> super::sync_commit::StandbyPosition {
+        super::sync_commit::StandbyPosition {
+            name: self.name.clone(),
+            received: self.received,
+            written: self.written,
+            flushed: self.flushed,
+            applied: self.applied,
+            connected: matches!(self.state, LinkState::Streaming | LinkState::CatchingUp),
+        }
+    }
+}
+
 /// The standby table of a primary.
 #[derive(Default)]
 pub struct Standbys {

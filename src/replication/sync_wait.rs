@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
 
-use super::status::{LinkState, StandbyEntry};
+use super::status::StandbyEntry;
 use super::sync_commit::{commit_horizon, Horizon, StandbyNames, StandbyPosition, SyncLevel};
 use crate::ids::Lsn;
 use crate::wal::waiters::Waiters;
@@ -89,17 +89,7 @@ impl SyncRep {
     /// Re-evaluates every level from the standby table and wakes the
     /// sessions whose commits are now confirmed.
     pub fn recompute(&self, standbys: &[StandbyEntry]) {
-        let positions: Vec<StandbyPosition> = standbys
-            .iter()
-            .map(|s| StandbyPosition {
-                name: s.name.clone(),
-                received: s.received,
-                written: s.written,
-                flushed: s.flushed,
-                applied: s.applied,
-                connected: matches!(s.state, LinkState::Streaming | LinkState::CatchingUp),
-            })
-            .collect();
+        let positions: Vec<StandbyPosition> = standbys.iter().map(StandbyEntry::position).collect();
         let names = self.names.lock().clone();
         let mut changed_missing = false;
         let mut wake_to = Lsn::ZERO;

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use super::resp::{write_array_header, write_bulk, write_integer};
 use crate::ids::Lsn;
 use crate::node::Node;
-use crate::replication::status::LinkState;
+use crate::replication::status::{LinkState, StandbyEntry};
 use crate::replication::sync_commit::{sync_states, StandbyPosition};
 
 const DEFAULT_SECTIONS: [&str; 7] = [
@@ -169,17 +169,7 @@ fn replication_section(node: &Node, s: &mut String) {
         );
     }
     let names = repl.sync.names();
-    let positions: Vec<StandbyPosition> = standbys
-        .iter()
-        .map(|e| StandbyPosition {
-            name: e.name.clone(),
-            received: e.received,
-            written: e.written,
-            flushed: e.flushed,
-            applied: e.applied,
-            connected: matches!(e.state, LinkState::Streaming | LinkState::CatchingUp),
-        })
-        .collect();
+    let positions: Vec<StandbyPosition> = standbys.iter().map(StandbyEntry::position).collect();
     let states = sync_states(&names, &positions);
     let end = wal.flushed();
     let _ = write!(
