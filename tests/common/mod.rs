@@ -163,21 +163,11 @@ impl NodeProc {
 
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        unsafe_free_kill(c.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = c.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let pid = self.child.as_ref()?.id();
+        unsafe_free_kill(pid, "TERM");
+        self.wait_exit(Duration::from_secs(30))
     }
+
 
     /// Waits for the process to exit by itself (e.g. after SHUTDOWN).
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
