@@ -7,7 +7,9 @@
 //! - [`frame`]: wire format, frames and typed messages, incremental decoder;
 //! - [`auth`]: challenge-response with the shared `cluster_secret`;
 //! - [`sync_commit`]: `synchronous_commit` / `synchronous_standby_names`
-//!   rules and the commit horizon they give.
+//!   rules and the commit horizon they give;
+//! - [`timeline`]: timeline history (switches, which timeline wrote an
+//!   LSN, whether a standby can follow a switch) and its history files.
 //!
 //! The I/O side, on its own threads with compio runtimes:
 //! - [`sender`]: primary side of the replication port (handshake, WAL
@@ -34,4 +36,5 @@ pub mod sender;
 pub mod status;
 pub mod sync_commit;
 pub mod sync_wait;
+pub mod timeline;
 pub mod wal_range;
