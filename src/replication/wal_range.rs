@@ -76,9 +76,13 @@ pub fn validate_chain(
     let mut at = 0usize;
     while at < bytes.len() {
         let lsn = start.add(at as u64);
-        let (_, len) = record::decode(&bytes[at..], prev).map_err(|e| (lsn, e))?;
-        let owned = OwnedRecordBytes::validated(bytes[at..at + len].to_vec(), prev)
-            .map_err(|e| (lsn, e))?;
+        // One CRC pass per record: `validated` decodes (checksum, chain).
+        let len = record::decode_header(&bytes[at..])
+            .map_err(|e| (lsn, e))?
+            .len as usize;
+        let end = (at + len).min(bytes.len());
+        let owned =
+            OwnedRecordBytes::validated(bytes[at..end].to_vec(), prev).map_err(|e| (lsn, e))?;
         out.push((lsn, owned));
         prev = lsn;
         at += len;

@@ -76,8 +76,8 @@ impl OwnedRecordBytes {
     /// The decoded record. The bytes were validated when read, so this
     /// cannot fail unless memory was corrupted: that panics (a bug).
     pub fn record(&self) -> Record<'_> {
-        match record::decode(&self.bytes, self.prev) {
-            Ok((rec, _)) => rec,
+        match record::decode_verified(&self.bytes) {
+            Ok(rec) => rec,
             Err(e) => panic!("record validated when read no longer decodes: {e}"),
         }
     }

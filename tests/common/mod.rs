@@ -168,7 +168,6 @@ impl NodeProc {
         self.wait_exit(Duration::from_secs(30))
     }
 
-
     /// Waits for the process to exit by itself (e.g. after SHUTDOWN).
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let mut c = self.child.take()?;
