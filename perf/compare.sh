@@ -75,6 +75,13 @@ DATE="$(date +%Y%m%d-%H%M%S)"
 log() { echo "compare: $*" >&2; }
 die() {
     log "error: $*"
+    if [[ -n "${WORK:-}" ]]; then
+        for f in "$WORK"/*.log "$WORK"/pg/*.log; do
+            [[ -s "$f" ]] || continue
+            log "--- tail of $f"
+            tail -n 8 "$f" >&2
+        done
+    fi
     exit 1
 }
 has_section() { [[ ",$SECTIONS," == *",$1,"* ]]; }
@@ -290,8 +297,13 @@ bench_run() {
     log "$system $setup: --mix $mix -c $c -j $j -T $secs"
     if ! "$BENCH" run --mix "$mix" -c "$c" -j "$j" -T "$secs" -p "$port" \
         --json "$json" >"$WORK/bench.out" 2>&1; then
+        # Not fatal: the row shows "-" and the notes say why; the run goes on.
         cat "$WORK/bench.out" >&2
-        die "tandem-bench run failed against $system $setup"
+        log "tandem-bench run failed against $system $setup c=$c; server logs:"
+        tail -n 5 "$WORK"/*.log >&2 2>/dev/null || true
+        echo "FAILED: $system $setup $mix c=$c: $(tail -n 1 "$WORK/bench.out")" >>"$NOTES"
+        echo "$section,$system,$setup,$mix,$c,,," >>"$RESULTS"
+        return 0
     fi
     echo "$section,$system,$setup,$mix,$c,$(json_field "$json" tps),$(json_field "$json" latency_p50_ms),$(json_field "$json" latency_p99_ms)" >>"$RESULTS"
 }

@@ -96,7 +96,12 @@ fn compare_sh_smoke_tandem_section_reports_tps() {
             let tps: f64 = cells[3]
                 .parse()
                 .unwrap_or_else(|_| panic!("tps cell not a number in: {line}"));
-            rows.push((cells[0].to_string(), cells[1].to_string(), cells[2].to_string(), tps));
+            rows.push((
+                cells[0].to_string(),
+                cells[1].to_string(),
+                cells[2].to_string(),
+                tps,
+            ));
         }
     }
     for mode in ["local", "on", "remote_apply"] {
@@ -108,7 +113,10 @@ fn compare_sh_smoke_tandem_section_reports_tps() {
                     .unwrap_or_else(|| {
                         panic!("no row for {mode} {load} c={clients} in:\n{stdout}")
                     });
-                assert!(row.3 > 0.0, "tps is 0 for {mode} {load} c={clients}:\n{stdout}");
+                assert!(
+                    row.3 > 0.0,
+                    "tps is 0 for {mode} {load} c={clients}:\n{stdout}"
+                );
             }
         }
     }
@@ -127,6 +135,9 @@ fn compare_sh_smoke_tandem_section_reports_tps() {
             }
         }
     }
-    assert!(leftovers.is_empty(), "processes left running: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "processes left running: {leftovers:?}"
+    );
     eprintln!("perf/compare.sh smoke: {} rows, {elapsed:?}", rows.len());
 }
