@@ -191,7 +191,7 @@ fi
 wait "$LOAD_PID" || { cat "$WORK/load.out" >&2; die "the load run failed"; }
 BG_PIDS=()
 echo "load run: $(grep -E '^tps|^latency p50' "$WORK/load.out" | tr '\n' ' ')"
-echo "perf record: $(grep -o '[0-9]* samples' "$WORK/record.out" | head -1 || true) ($(grep -c . "$WORK/record.out") lines of perf output)"
+echo "perf record: $(grep -o "[0-9]* samples" "$WORK/record.out" | awk "NR == 1" || true)"
 
 log "perf script | inferno-collapse-perf | inferno-flamegraph"
 perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf >"$WORK/folded"
@@ -202,12 +202,12 @@ echo
 echo "## Top 25 symbols (perf report --no-children --sort sym, self time)"
 echo
 perf report -i "$WORK/perf.data" --no-children --sort sym -g none --stdio 2>/dev/null |
-    grep -v -e '^#' -e '^$' | head -25
+    grep -v -e '^#' -e '^$' | awk 'NR <= 25'
 echo
 echo "## Time by thread (perf report --sort comm, self time)"
 echo
 perf report -i "$WORK/perf.data" --no-children --sort comm -g none --stdio 2>/dev/null |
-    grep -v -e '^#' -e '^$' | head -12
+    grep -v -e '^#' -e '^$' | awk 'NR <= 12'
 echo
 
 # ---------------------------------------------------------------- stat
