@@ -209,7 +209,11 @@ async fn receive(opts: &BuildOptions) -> Result<BuildSummary, BuildError> {
         let m = r.recv().await?;
         match m {
             Message::BuildPages { first_page, pages } => {
-                ring.write_all_at(pages_file.as_raw_fd(), &pages, first_page as u64 * PAGE_BYTES as u64)?;
+                ring.write_all_at(
+                    pages_file.as_raw_fd(),
+                    &pages,
+                    first_page as u64 * PAGE_BYTES as u64,
+                )?;
                 bytes += pages.len() as u64;
             }
             Message::BuildWal { start, bytes: wal } => {
