@@ -222,6 +222,10 @@ fn cascaded_standby_streams_from_a_standby_and_converges() {
     assert_eq!(field(&info, "role"), Some("standby"), "{info}");
     assert_eq!(field(&info, "upstream"), Some(s1.repl_addr().as_str()));
     assert_eq!(field(&info, "upstream_state"), Some("streaming"));
+    // Down the chain, READONLY errors name the node that takes writes.
+    assert_eq!(field(&info, "primary"), Some(p.addr().as_str()), "{info}");
+    let out = redis_cli(s2.port, &["SET", "k", "v"]);
+    assert!(out.contains("READONLY") && out.contains(&p.addr()), "{out}");
     // s2 is s1's standby, not the primary's.
     let p_info = p.info("replication");
     assert_eq!(field_u64(&p_info, "connected_standbys"), 1, "{p_info}");

@@ -23,6 +23,7 @@ use super::context::ReplContext;
 use super::frame::{Message, Purpose, RefuseCode, FORMAT_VERSION as PROTOCOL_VERSION};
 use super::status::{LinkState, StandbyEntry};
 use super::wal_range;
+use crate::engine::control_file::Role;
 use crate::ids::{Lsn, SegmentNo};
 
 const KEEPALIVE_AFTER: Duration = Duration::from_secs(1);
@@ -183,9 +184,20 @@ async fn handshake(
             message: msg,
         });
     }
+    // A standby serving a cascade names the root primary (as its own
+    // upstream told it), so READONLY errors down the chain point at the
+    // node that takes writes.
+    let primary_addr = if ctx.engine.role() == Role::Standby {
+        ctx.upstream
+            .get()
+            .map(|u| u.primary_client_addr)
+            .filter(|a| !a.is_empty())
+    } else {
+        None
+    };
     w.send(&Message::AuthOk {
         primary_name: ctx.name.clone(),
-        client_addr: ctx.client_addr.clone(),
+        client_addr: primary_addr.unwrap_or_else(|| ctx.client_addr.clone()),
     })
     .await?;
     Ok(Peer {
