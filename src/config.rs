@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub most_available_sync: Option<bool>,
     pub synchronous_commit_timeout_ms: Option<u64>,
     pub max_wal_retention: Option<u64>,
+    pub wal_sender_timeout_ms: Option<u64>,
     pub buffer_pool_bytes: Option<u64>,
     pub wal_segment_bytes: Option<u64>,
     pub wal_segments_ahead: Option<u32>,
@@ -61,6 +62,9 @@ pub struct Config {
     /// 0: commits wait for their standbys without a time limit.
     pub synchronous_commit_timeout_ms: u64,
     pub max_wal_retention: u64,
+    /// A standby silent this long (no status, or no room to send) is
+    /// dropped, so it stops counting for synchronous commit. 0: never.
+    pub wal_sender_timeout_ms: u64,
     pub buffer_pool_bytes: u64,
     pub wal_segment_bytes: u64,
     pub wal_segments_ahead: u32,
@@ -145,6 +149,9 @@ pub mod limits {
     pub const CHECKPOINT_WAL_BYTES_DEFAULT: u64 = 256 << 20;
     /// Data file growth step: 1 MiB; small enough for tmpfs tests.
     pub const DATA_EXTEND_PAGES_DEFAULT: u32 = 128;
+    /// PostgreSQL's wal_sender_timeout is 60 s; a synchronous commit
+    /// stalled on a hung standby for a minute is too long for us: 10 s.
+    pub const WAL_SENDER_TIMEOUT_MS_DEFAULT: u64 = 10_000;
     /// WAL kept for standbys behind the end: 1 GiB.
     pub const MAX_WAL_RETENTION_DEFAULT: u64 = 1 << 30;
     /// SCAN cursors remembered per connection.
@@ -247,6 +254,9 @@ impl Config {
             synchronous_standby_names,
             most_available_sync: f.most_available_sync.unwrap_or(false),
             synchronous_commit_timeout_ms: f.synchronous_commit_timeout_ms.unwrap_or(0),
+            wal_sender_timeout_ms: f
+                .wal_sender_timeout_ms
+                .unwrap_or(limits::WAL_SENDER_TIMEOUT_MS_DEFAULT),
             max_wal_retention: f
                 .max_wal_retention
                 .unwrap_or(limits::MAX_WAL_RETENTION_DEFAULT),

@@ -199,7 +199,7 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         config.synchronous_standby_names.clone(),
         config.most_available_sync,
     ));
-    let repl = Arc::new(ReplContext::new(
+    let mut repl = ReplContext::new(
         engine.clone(),
         config
             .cluster_secret
@@ -211,7 +211,10 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         config.data_dir.join("wal"),
         sync,
         config.max_wal_retention,
-    ));
+    );
+    repl.wal_sender_timeout = (config.wal_sender_timeout_ms > 0)
+        .then(|| Duration::from_millis(config.wal_sender_timeout_ms));
+    let repl = Arc::new(repl);
     let node = Arc::new(Node {
         synchronous_commit: AtomicU8::new(0),
         synchronous_commit_timeout_ms: std::sync::atomic::AtomicU64::new(

@@ -254,3 +254,47 @@ fn write_of_a_client_killed_while_waiting_stays_invisible_until_confirmed() {
     assert_eq!(reply.as_deref(), Some("$3\r\nnew\r\n"));
     wait_caught_up(&p, &[&s], WITHIN);
 }
+
+/// A hung standby (SIGSTOP: the connection stays open, nothing answers)
+/// is dropped after `wal_sender_timeout_ms`, so FIRST 1 (a, b) moves on to
+/// b and commits continue instead of waiting for a standby that is gone.
+#[test]
+fn a_hung_standby_is_dropped_after_wal_sender_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = NodeProc::start_primary(
+        &dir.path().join("p"),
+        "p",
+        &[
+            "--synchronous-commit",
+            "on",
+            "--synchronous-standby-names",
+            "FIRST 1 (a, b)",
+            "--wal-sender-timeout-ms",
+            "700",
+        ],
+    );
+    let a = NodeProc::start_standby(&dir.path().join("a"), p.repl_port, "a", &[]);
+    let _b = NodeProc::start_standby(&dir.path().join("b"), p.repl_port, "b", &[]);
+    wait_streaming(&p, "a", WITHIN);
+    wait_streaming(&p, "b", WITHIN);
+    assert_eq!(sync_state(&p, "a"), "sync");
+    let mut c = p.client();
+    let () = c.set("before", "v").unwrap();
+    a.signal("STOP");
+    // The commit waits for a until the sender gives up on it, then b is sync.
+    let took = timed_set(&mut c, "during");
+    a.signal("CONT");
+    assert!(
+        took >= Duration::from_millis(400),
+        "commit did not wait for the hung standby: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "hung standby held the commit for {took:?}"
+    );
+    let info = p.info("replication");
+    assert!(
+        info.contains("name=b") && info.contains("sync_state=sync"),
+        "{info}"
+    );
+}

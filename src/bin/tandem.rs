@@ -101,6 +101,8 @@ struct NodeArgs {
     synchronous_commit_timeout_ms: Option<u64>,
     #[arg(long)]
     max_wal_retention: Option<u64>,
+    #[arg(long)]
+    wal_sender_timeout_ms: Option<u64>,
 }
 
 fn node(args: NodeArgs) -> anyhow::Result<()> {
@@ -128,7 +130,8 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
         synchronous_standby_names,
         most_available_sync,
         synchronous_commit_timeout_ms,
-        max_wal_retention
+        max_wal_retention,
+        wal_sender_timeout_ms
     );
     let config = Config::resolve(f)?;
     tandem::node::run(config)?;

@@ -32,6 +32,8 @@ pub struct ReplContext {
     /// WAL a standby may still need is kept up to this many bytes behind
     /// the end; a standby further behind must be rebuilt.
     pub max_wal_retention: u64,
+    /// See `Config::wal_sender_timeout_ms`; `None`: never.
+    pub wal_sender_timeout: Option<std::time::Duration>,
     /// LSNs pinned by running builds (WAL from there on must stay).
     build_pins: Mutex<Vec<(u64, Lsn)>>,
     next_id: AtomicU64,
@@ -58,6 +60,7 @@ impl ReplContext {
             sync,
             metrics: Default::default(),
             max_wal_retention,
+            wal_sender_timeout: None,
             build_pins: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
         }

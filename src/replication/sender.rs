@@ -284,6 +284,17 @@ async fn send_loop(
         if closed.get() {
             return Err(ConnError::Closed);
         }
+        if let Some(limit) = ctx.wal_sender_timeout {
+            let silent = ctx
+                .standbys
+                .snapshot()
+                .iter()
+                .find(|e| e.id == id)
+                .map(|e| e.last_reply.elapsed());
+            if silent.is_some_and(|d| d > limit) {
+                return Err(timed_out(limit));
+            }
+        }
         let flushed = wal.flushed();
         if sent < flushed {
             let bytes = wal_range::read_records(&segs, sent, flushed)
@@ -294,11 +305,15 @@ async fn send_loop(
                 ))));
             }
             let next = sent.add(bytes.len() as u64);
-            w.send(&Message::WalData {
-                start: sent,
-                end_of_flushed: flushed,
-                bytes,
-            })
+            send_within(
+                ctx,
+                w,
+                &Message::WalData {
+                    start: sent,
+                    end_of_flushed: flushed,
+                    bytes,
+                },
+            )
             .await?;
             sent = next;
             {
@@ -325,19 +340,46 @@ async fn send_loop(
         }
         // Nothing left to send (also right after connecting): caught up.
         ctx.standbys.update(id, |e| e.state = LinkState::Streaming);
-        let woke = compio::time::timeout(KEEPALIVE_AFTER, wal.wait_flushed(sent.add(1))).await;
+        // Keepalives ask for a reply often enough that a live standby never
+        // looks silent to the timeout.
+        let keepalive_after = ctx
+            .wal_sender_timeout
+            .map_or(KEEPALIVE_AFTER, |t| (t / 3).min(KEEPALIVE_AFTER));
+        let woke = compio::time::timeout(keepalive_after, wal.wait_flushed(sent.add(1))).await;
         match woke {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(ConnError::Io(std::io::Error::other(e.to_string()))),
             Err(_) => {
-                w.send(&Message::Keepalive {
+                let keepalive = Message::Keepalive {
                     flushed: wal.flushed(),
                     time_us: now_us(),
                     reply_requested: true,
-                })
-                .await?
+                };
+                send_within(ctx, w, &keepalive).await?
             }
         }
+    }
+}
+
+fn timed_out(limit: Duration) -> ConnError {
+    ConnError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "standby silent for more than {} ms (wal_sender_timeout_ms)",
+            limit.as_millis()
+        ),
+    ))
+}
+
+/// Sends, giving up after `wal_sender_timeout` when the standby does not
+/// take the bytes (a hung peer fills the socket buffers).
+async fn send_within(ctx: &ReplContext, w: &mut FrameWriter, m: &Message) -> Result<(), ConnError> {
+    match ctx.wal_sender_timeout {
+        None => w.send(m).await,
+        Some(limit) => match compio::time::timeout(limit, w.send(m)).await {
+            Ok(r) => r,
+            Err(_) => Err(timed_out(limit)),
+        },
     }
 }
 
