@@ -2,7 +2,9 @@
 //!
 //! Loop: wait (condvar, no timer) until something is pending; swap the
 //! pending buffer with the flusher's empty one (appenders keep appending
-//! into the other buffer meanwhile); write the batch with one
+//! into the other buffer meanwhile); make the batch durable: one
+//! `RWF_DSYNC` write ([`Ring::write_dsync`]) when it lies in one segment
+//! (one io_uring worker hand-off instead of two), else one
 //! [`Ring::write_and_sync`] chain, split at segment boundaries into one write
 //! per segment plus one fdatasync per segment file touched; publish the
 //! flushed LSN; wake every waiter it covers. While one fsync is in flight the
