@@ -22,6 +22,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=perf/lib.sh
+source "$ROOT/perf/lib.sh"
 if [[ "${SMOKE:-0}" == 1 ]]; then
     N="${N:-2000}"
     N1="${N1:-200}"
@@ -57,15 +59,7 @@ TANDEM_METRICS_PORT=""
 TANDEM_FSYNC="n/a"
 
 stop_server() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 100); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    if [[ -n "$SERVER_PID" ]]; then stop_pid "$SERVER_PID"; fi
     SERVER_PID=""
 }
 
@@ -76,17 +70,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A loopback port nobody listens on right now.
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return
-        fi
-    done
-}
 
 wait_ready() {
     local port=$1 name=$2

@@ -49,6 +49,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=perf/lib.sh
+source "$ROOT/perf/lib.sh"
 SECTIONS="${SECTIONS:-latency,tandem,pg,redis,build}"
 if [[ "${SMOKE:-0}" == 1 ]]; then
     T="${T:-2}"
@@ -142,18 +144,6 @@ NOTES="$WORK/notes.txt"
 PIDS=()        # servers started directly (tandem, redis)
 PG_DIRS=()     # PostgreSQL data dirs started with pg_ctl
 
-stop_pid() {
-    local pid=$1
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 stop_all() {
     local pid d
     # Standbys/replicas were started last: stop in reverse order.
@@ -177,7 +167,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A loopback port nobody listens on right now (and not handed out before).
+# Like lib.sh's free_port, but never the same port twice in one run.
 USED_PORTS=" "
 free_port() {
     local p

@@ -26,6 +26,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=perf/lib.sh
+source "$ROOT/perf/lib.sh"
 CLIENTS="${CLIENTS:-32}"
 LOAD_SECS="${LOAD_SECS:-20}"
 RECORD_SECS="${RECORD_SECS:-10}"
@@ -93,18 +95,6 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/profile.XXXXXX")"
 NODE_PID=""
 BG_PIDS=()
 
-stop_pid() {
-    local pid=$1 sig=${2:-TERM}
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -"$sig" "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local pid
     for pid in "${BG_PIDS[@]}"; do stop_pid "$pid" INT; done
@@ -114,16 +104,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return
-        fi
-    done
-}
 # One RESP command over /dev/tcp; prints the first reply line (or a bulk's lines).
 resp() {
     local port=$1

@@ -1,0 +1,29 @@
+# shellcheck shell=bash
+# Shared helpers of the perf/ scripts (sourced, not run).
+
+# Stops a process: the given signal (TERM by default), up to 10 s for it
+# to exit, then KILL; reaps it if it is our child.
+stop_pid() {
+    local pid=$1 sig=${2:-TERM}
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -"$sig" "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# A loopback port nobody listens on right now.
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return
+        fi
+    done
+}
