@@ -97,27 +97,31 @@ fn sync_state(p: &NodeProc, name: &str) -> String {
         .clone()
 }
 
-#[test]
-fn first_and_any_count_connected_standbys_and_timeouts_are_distinct() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = NodeProc::start_primary(
-        &dir.path().join("p"),
-        "p",
-        &[
-            "--synchronous-commit",
-            "on",
-            "--synchronous-standby-names",
-            "FIRST 1 (a, b)",
-            // A wrong choice of standby fails the SET instead of hanging.
-            "--synchronous-commit-timeout-ms",
-            "10000",
-        ],
-    );
-    let mut a = NodeProc::start_standby(&dir.path().join("a"), p.repl_port, "a", &[]);
-    let _b = NodeProc::start_standby(&dir.path().join("b"), p.repl_port, "b", &[]);
+/// A primary with `on` and `FIRST 1 (a, b)` (plus `extra` flags), and
+/// standbys a and b streaming; a is the sync one.
+fn primary_with_a_and_b(dir: &std::path::Path, extra: &[&str]) -> (NodeProc, NodeProc, NodeProc) {
+    let mut flags = vec![
+        "--synchronous-commit",
+        "on",
+        "--synchronous-standby-names",
+        "FIRST 1 (a, b)",
+    ];
+    flags.extend_from_slice(extra);
+    let p = NodeProc::start_primary(&dir.join("p"), "p", &flags);
+    let a = NodeProc::start_standby(&dir.join("a"), p.repl_port, "a", &[]);
+    let b = NodeProc::start_standby(&dir.join("b"), p.repl_port, "b", &[]);
     wait_streaming(&p, "a", WITHIN);
     wait_streaming(&p, "b", WITHIN);
     assert_eq!(sync_state(&p, "a"), "sync");
+    (p, a, b)
+}
+
+#[test]
+fn first_and_any_count_connected_standbys_and_timeouts_are_distinct() {
+    let dir = tempfile::tempdir().unwrap();
+    // A wrong choice of standby fails the SET instead of hanging.
+    let (p, mut a, _b) =
+        primary_with_a_and_b(dir.path(), &["--synchronous-commit-timeout-ms", "10000"]);
     assert_eq!(sync_state(&p, "b"), "potential");
     let mut c = p.client();
     let () = c.set("both", "up").unwrap();
@@ -261,23 +265,7 @@ fn write_of_a_client_killed_while_waiting_stays_invisible_until_confirmed() {
 #[test]
 fn a_hung_standby_is_dropped_after_wal_sender_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let p = NodeProc::start_primary(
-        &dir.path().join("p"),
-        "p",
-        &[
-            "--synchronous-commit",
-            "on",
-            "--synchronous-standby-names",
-            "FIRST 1 (a, b)",
-            "--wal-sender-timeout-ms",
-            "700",
-        ],
-    );
-    let a = NodeProc::start_standby(&dir.path().join("a"), p.repl_port, "a", &[]);
-    let _b = NodeProc::start_standby(&dir.path().join("b"), p.repl_port, "b", &[]);
-    wait_streaming(&p, "a", WITHIN);
-    wait_streaming(&p, "b", WITHIN);
-    assert_eq!(sync_state(&p, "a"), "sync");
+    let (p, a, _b) = primary_with_a_and_b(dir.path(), &["--wal-sender-timeout-ms", "700"]);
     let mut c = p.client();
     let () = c.set("before", "v").unwrap();
     a.signal("STOP");
