@@ -25,6 +25,7 @@ pub struct FileConfig {
     pub synchronous_commit_timeout_ms: Option<u64>,
     pub max_wal_retention: Option<u64>,
     pub wal_sender_timeout_ms: Option<u64>,
+    pub peers: Option<Vec<String>>,
     pub buffer_pool_bytes: Option<u64>,
     pub wal_segment_bytes: Option<u64>,
     pub wal_segments_ahead: Option<u32>,
@@ -65,6 +66,10 @@ pub struct Config {
     /// A standby silent this long (no status, or no room to send) is
     /// dropped, so it stops counting for synchronous commit. 0: never.
     pub wal_sender_timeout_ms: u64,
+    /// Replication addresses (HOST:PORT) of the other nodes of the cluster.
+    /// A primary that knows peers starts pending (read-only) until one of
+    /// them confirms that no newer timeline exists (DESIGN.md section 4).
+    pub peers: Vec<String>,
     pub buffer_pool_bytes: u64,
     pub wal_segment_bytes: u64,
     pub wal_segments_ahead: u32,
@@ -257,6 +262,7 @@ impl Config {
             wal_sender_timeout_ms: f
                 .wal_sender_timeout_ms
                 .unwrap_or(limits::WAL_SENDER_TIMEOUT_MS_DEFAULT),
+            peers: f.peers.unwrap_or_default(),
             max_wal_retention: f
                 .max_wal_retention
                 .unwrap_or(limits::MAX_WAL_RETENTION_DEFAULT),

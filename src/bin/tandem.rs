@@ -103,6 +103,9 @@ struct NodeArgs {
     max_wal_retention: Option<u64>,
     #[arg(long)]
     wal_sender_timeout_ms: Option<u64>,
+    /// Replication addresses of the other nodes (HOST:PORT,HOST:PORT).
+    #[arg(long, value_delimiter = ',')]
+    peers: Option<Vec<String>>,
 }
 
 fn node(args: NodeArgs) -> anyhow::Result<()> {
@@ -131,7 +134,8 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
         most_available_sync,
         synchronous_commit_timeout_ms,
         max_wal_retention,
-        wal_sender_timeout_ms
+        wal_sender_timeout_ms,
+        peers
     );
     let config = Config::resolve(f)?;
     tandem::node::run(config)?;
