@@ -201,11 +201,12 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         config.synchronous_standby_names.clone(),
         config.most_available_sync,
     ));
-    let history = crate::replication::timeline::load(&config.data_dir.join("wal"), engine.timeline())
-        .map_err(|e| NodeError::History {
-            dir: config.data_dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+    let history =
+        crate::replication::timeline::load(&config.data_dir.join("wal"), engine.timeline())
+            .map_err(|e| NodeError::History {
+                dir: config.data_dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
     let mut repl = ReplContext::new(
         engine.clone(),
         config

@@ -135,7 +135,9 @@ impl std::fmt::Display for WriteBlock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             WriteBlock::Switchover => "switchover in progress",
-            WriteBlock::Pending => "pending: waiting for a peer to confirm this node is still the primary",
+            WriteBlock::Pending => {
+                "pending: waiting for a peer to confirm this node is still the primary"
+            }
             WriteBlock::NeedsBuild => "this node needs a build",
         })
     }
@@ -532,8 +534,10 @@ impl Engine {
     /// appended will append, so `wal().inserted()` bounds every write.
     pub fn set_write_block(&self, block: Option<WriteBlock>) {
         let _st = self.state.lock();
-        self.write_block
-            .store(block.map_or(0, |b| b as u8), std::sync::atomic::Ordering::Release);
+        self.write_block.store(
+            block.map_or(0, |b| b as u8),
+            std::sync::atomic::Ordering::Release,
+        );
     }
 
     /// Standby about to promote (its WAL receiver stopped): applies every
@@ -601,9 +605,11 @@ impl Engine {
             st.applied = (end, next);
         }
         debug_assert_eq!(st.applied.0, self.wal.insert_position().0);
-        self.timeline.store(tli.0, std::sync::atomic::Ordering::Release);
+        self.timeline
+            .store(tli.0, std::sync::atomic::Ordering::Release);
         st.role = Role::Primary;
-        self.is_standby.store(false, std::sync::atomic::Ordering::Release);
+        self.is_standby
+            .store(false, std::sync::atomic::Ordering::Release);
         let mut control = self.control.lock();
         let cd = control.data();
         control.write(ControlData {
@@ -624,8 +630,10 @@ impl Engine {
         self.wal.wait_flushed_blocking(end)?;
         st.applied = (end, last);
         st.role = Role::Standby;
-        self.is_standby.store(true, std::sync::atomic::Ordering::Release);
-        self.write_block.store(0, std::sync::atomic::Ordering::Release);
+        self.is_standby
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.write_block
+            .store(0, std::sync::atomic::Ordering::Release);
         let mut control = self.control.lock();
         let cd = control.data();
         control.write(ControlData {
@@ -638,10 +646,14 @@ impl Engine {
     /// Standby adopting a newer timeline (its history file is durable).
     pub fn set_timeline(&self, tli: TimelineId) -> Result<(), EngineError> {
         let _st = self.state.lock();
-        self.timeline.store(tli.0, std::sync::atomic::Ordering::Release);
+        self.timeline
+            .store(tli.0, std::sync::atomic::Ordering::Release);
         let mut control = self.control.lock();
         let cd = control.data();
-        control.write(ControlData { timeline: tli, ..cd })?;
+        control.write(ControlData {
+            timeline: tli,
+            ..cd
+        })?;
         Ok(())
     }
 

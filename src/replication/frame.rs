@@ -282,7 +282,9 @@ pub enum Message {
     },
     /// The primary's timeline history: the standby adopts it when its own
     /// timeline ended at or after the end of its WAL, else it needs a build.
-    TimelineSwitch { history: TimelineHistory },
+    TimelineSwitch {
+        history: TimelineHistory,
+    },
     PeerStatus {
         role: PeerRole,
         flushed: Lsn,
@@ -843,7 +845,8 @@ impl<'a> Reader<'a> {
     /// The rest of the payload as a timeline history (checksummed, linear).
     fn history(&mut self) -> Result<TimelineHistory, FrameError> {
         let bytes = self.rest();
-        TimelineHistory::decode(bytes).map_err(|_| self.bad("history", "not a valid timeline history"))
+        TimelineHistory::decode(bytes)
+            .map_err(|_| self.bad("history", "not a valid timeline history"))
     }
 
     fn name(&mut self, field: &'static str) -> Result<String, FrameError> {

@@ -121,7 +121,11 @@ async fn resolve(ctx: &ReplContext) {
         let our_end = ctx.engine.wal().inserted();
         match decide(&ours, our_end, &answers) {
             Verdict::Wait => {
-                tracing::info!(answered = answers.len(), peers = ctx.peers.len(), "still pending: no peer confirms this node's role yet");
+                tracing::info!(
+                    answered = answers.len(),
+                    peers = ctx.peers.len(),
+                    "still pending: no peer confirms this node's role yet"
+                );
                 compio::time::sleep(pause).await;
                 pause = (pause * 2).min(ROUND_PAUSE_MAX);
             }
@@ -134,8 +138,12 @@ async fn resolve(ctx: &ReplContext) {
             }
             Verdict::Follow(addr) => {
                 match roles::demote(ctx, &addr) {
-                    Ok(end) => tracing::warn!(peer = %addr, wal_end = %end, "a peer is on a newer timeline that this node can follow: now its standby"),
-                    Err(e) => tracing::error!(peer = %addr, error = %e, "could not become a standby of the newer timeline"),
+                    Ok(end) => {
+                        tracing::warn!(peer = %addr, wal_end = %end, "a peer is on a newer timeline that this node can follow: now its standby")
+                    }
+                    Err(e) => {
+                        tracing::error!(peer = %addr, error = %e, "could not become a standby of the newer timeline")
+                    }
                 }
                 return;
             }
@@ -151,7 +159,8 @@ async fn resolve(ctx: &ReplContext) {
     }
 }
 
-async fn probe(ctx: &ReplContext, addr: &str) -> Result<PeerAnswer, ConnError> {
+/// Asks the node at `addr` (replication port) for its role and history.
+pub async fn probe(ctx: &ReplContext, addr: &str) -> Result<PeerAnswer, ConnError> {
     let stream = compio::net::TcpStream::connect(addr).await?;
     let (mut r, mut w) = conn::split(stream);
     conn::handshake_as_standby(
@@ -208,13 +217,19 @@ mod tests {
 
     #[test]
     fn no_answer_keeps_the_node_pending() {
-        assert_eq!(decide(&TimelineHistory::new(), Lsn(100), &[]), Verdict::Wait);
+        assert_eq!(
+            decide(&TimelineHistory::new(), Lsn(100), &[]),
+            Verdict::Wait
+        );
     }
 
     #[test]
     fn a_standby_on_our_timeline_confirms() {
         let a = [answer(PeerRole::Standby, TimelineHistory::new())];
-        assert_eq!(decide(&TimelineHistory::new(), Lsn(100), &a), Verdict::Primary);
+        assert_eq!(
+            decide(&TimelineHistory::new(), Lsn(100), &a),
+            Verdict::Primary
+        );
     }
 
     #[test]

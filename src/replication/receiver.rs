@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use super::conn::{self, ConnError, FrameReader, FrameWriter};
 use super::context::ReplContext;
-use super::kick::{until_kicked, Kick};
 use super::frame::{Message, Purpose, RefuseCode};
+use super::kick::{until_kicked, Kick};
 use super::sender::now_us;
 use super::status::{LinkState, UpstreamStatus};
 use super::wal_range;
@@ -176,10 +176,24 @@ async fn receive_forever(ctx: &ReplContext, upstream: &str) {
         if stop {
             tracing::error!(%upstream, "this standby needs a build (tandem build --from ... --data-dir ...)");
             if ctx.needs_build().is_none() {
-                let reason = result.err().map(|e| e.to_string()).unwrap_or_default();
+                let reason = result
+                    .as_ref()
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
                 super::roles::mark_needs_build(ctx, reason, None);
             }
             std::future::pending::<()>().await;
+        }
+        if matches!(result, Err(ConnError::Io(_))) && !ctx.peers.is_empty() {
+            if let Some(newer) = find_newer_primary(ctx, upstream).await {
+                tracing::warn!(%upstream, primary = %newer, "upstream lost; a peer is the primary of a newer timeline: following it");
+                if let Err(e) = super::roles::write_upstream(ctx.engine.data_dir(), &newer) {
+                    tracing::error!(error = %e, "cannot record the new upstream");
+                }
+                ctx.receiver.follow(newer);
+                return;
+            }
         }
         compio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -325,6 +339,21 @@ async fn stream_once(
             }
         }
     }
+}
+
+/// After losing `upstream`: a peer that is the primary of a timeline
+/// newer than ours (a failover happened), if any answers.
+async fn find_newer_primary(ctx: &ReplContext, upstream: &str) -> Option<String> {
+    let ours = ctx.engine.timeline();
+    for addr in ctx.peers.iter().filter(|a| a.as_str() != upstream) {
+        let probe = compio::time::timeout(BACKOFF_MAX, super::pending::probe(ctx, addr)).await;
+        if let Ok(Ok(a)) = probe {
+            if a.role == super::frame::PeerRole::Primary && a.history.current() > ours {
+                return Some(addr.clone());
+            }
+        }
+    }
+    None
 }
 
 enum Event {

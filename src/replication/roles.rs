@@ -85,7 +85,9 @@ pub fn promote(ctx: &ReplContext, reason: &str) -> Result<Promotion, RoleError> 
         return match engine.write_block() {
             Some(WriteBlock::Pending) => {
                 engine.set_write_block(None);
-                tracing::warn!("pending primary promoted by the operator: taking writes on its own timeline");
+                tracing::warn!(
+                    "pending primary promoted by the operator: taking writes on its own timeline"
+                );
                 Ok(Promotion {
                     timeline: engine.timeline(),
                     switch_lsn: engine.wal().inserted(),
@@ -124,7 +126,11 @@ fn promote_stopped(ctx: &ReplContext, reason: &str) -> Result<Promotion, RoleErr
         timeline: new,
         parent: old,
         switch_lsn: replay.wal_end,
-        reason: reason.chars().filter(|c| !c.is_control()).take(200).collect(),
+        reason: reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect(),
         time_us: now_us(),
     });
     timeline::write(&ctx.wal_dir, &history).map_err(|source| RoleError::Io {
@@ -256,7 +262,9 @@ pub fn follow_decision(ours: &TimelineHistory, our_end: Lsn, theirs: &TimelineHi
     // earlier of the two switch points may differ.
     if let Some(at) = ours.divergence(theirs) {
         if at < our_end || theirs.current() <= ours.current() {
-            return Follow::Diverged { at: at.min(our_end) };
+            return Follow::Diverged {
+                at: at.min(our_end),
+            };
         }
     }
     if theirs.current() < ours.current() {

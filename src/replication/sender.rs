@@ -21,8 +21,8 @@ use super::build;
 use super::conn::{self, ConnError, FrameReader, FrameWriter};
 use super::context::ReplContext;
 use super::frame::{Message, PeerRole, Purpose, RefuseCode, FORMAT_VERSION as PROTOCOL_VERSION};
-use super::timeline::Follow;
 use super::status::{LinkState, StandbyEntry};
+use super::timeline::Follow;
 use super::wal_range;
 use crate::engine::control_file::Role;
 use crate::engine::WriteBlock;
@@ -290,7 +290,10 @@ async fn stream_wal(
         .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
     let seg_bytes = segs.segment_bytes();
     let available = peer.start <= flushed
-        && (peer.start == flushed || segs.existing(SegmentNo::of(peer.start, seg_bytes)).is_some());
+        && (peer.start == flushed
+            || segs
+                .existing(SegmentNo::of(peer.start, seg_bytes))
+                .is_some());
     if !available {
         let msg = format!(
             "WAL from {} is no longer retained here (or is ahead of this node's {flushed}): the standby needs a build",

@@ -8,7 +8,7 @@
 //! core. `REPL WAITLSN` polls the applied LSN once a millisecond: an
 //! operator's wait during a switchover, not a commit path.
 //!
-//! Replies: PROMOTE `[timeline, switch_lsn]`; FENCE and DEMOTE the WAL end
+//! Replies: PROMOTE `+PROMOTED timeline=N switch_lsn=L`; FENCE and DEMOTE the WAL end
 //! (integer); FOLLOW and UNFENCE `+OK`; WAITLSN the applied LSN, or
 //! `-TIMEOUT ...`. Failures are `-ERR <reason>` and change nothing.
 
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::command::ReplCommand;
-use super::resp::{write_array_header, write_error, write_integer, write_simple};
+use super::resp::{write_error, write_integer, write_simple};
 use crate::engine::control_file::Role;
 use crate::node::Node;
 use crate::replication::roles::{self, RoleError};
@@ -86,11 +86,13 @@ pub async fn run(node: &Arc<Node>, request: ReplRequest, out: &mut Vec<u8>) {
     match request {
         ReplRequest::Promote { reason } => {
             match blocking(node, move |r| roles::promote(r, &reason)).await {
-                Ok(p) => {
-                    write_array_header(out, 2);
-                    write_integer(out, i64::from(p.timeline.0));
-                    write_integer(out, p.switch_lsn.0 as i64);
-                }
+                Ok(p) => write_simple(
+                    out,
+                    &format!(
+                        "PROMOTED timeline={} switch_lsn={}",
+                        p.timeline, p.switch_lsn
+                    ),
+                ),
                 Err(e) => err(out, e),
             }
         }

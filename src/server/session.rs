@@ -19,12 +19,12 @@ use std::time::Instant;
 use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::TcpStream;
 
-use super::repl_admin::ReplRequest;
 use super::command::{write_command_reply, Command, CommandError};
 use super::exec;
 use super::glob::{glob_match, glob_match_nocase};
 use super::info;
 use super::listener::ConnectionGuard;
+use super::repl_admin::ReplRequest;
 use super::resp::{
     write_array_header, write_bulk, write_error, write_integer, write_map_header, write_null,
     write_simple, Args, OwnedArgs, Protocol, RequestLimits, RequestParser,
