@@ -219,8 +219,8 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         config.data_dir.join("wal"),
         sync,
         config.max_wal_retention,
-        history,
     );
+    *repl.history.get_mut() = history;
     repl.repl_addr = config.repl_listen.to_string();
     repl.peers = config.peers.clone();
     repl.wal_sender_timeout = (config.wal_sender_timeout_ms > 0)

@@ -47,6 +47,61 @@ enum Cmd {
         #[arg(long)]
         password: Option<String>,
     },
+    /// Planned handover: the primary stops taking writes, the standby at
+    /// --host catches up and promotes, the old primary follows it.
+    Switchover {
+        /// The standby to promote (client address).
+        #[arg(long)]
+        host: String,
+        /// Other nodes (client addresses) to point at the new primary.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Give up (and let the primary take writes again) if the target
+        /// has not caught up within this time.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The primary is gone: promote --host (or, with --auto-pick, the
+    /// reachable standby of --hosts with the most WAL); others follow it.
+    Failover {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        #[arg(long)]
+        auto_pick: bool,
+        /// Promote even a standby behind another, or whose primary answers.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A standby (or a pending primary) becomes a primary.
+    Promote {
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A primary becomes a standby of --upstream (a replication address).
+    Demote {
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        upstream: String,
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn run(command: Cmd) -> anyhow::Result<()> {
@@ -65,6 +120,46 @@ fn run(command: Cmd) -> anyhow::Result<()> {
             ctl::process::stop(&host, password.as_deref(), ctl::process::STOP_WAIT_DEFAULT)?;
             println!("{host}: stopped");
         }
+        Cmd::Switchover {
+            host,
+            hosts,
+            timeout_ms,
+            password,
+            json,
+        } => {
+            let opt = ctl::roles::RoleOptions {
+                password: password.as_deref(),
+                hosts: &hosts,
+                json,
+            };
+            ctl::roles::switchover(&host, timeout_ms, &opt)?
+        }
+        Cmd::Failover {
+            host,
+            hosts,
+            auto_pick,
+            force,
+            password,
+            json,
+        } => {
+            let opt = ctl::roles::RoleOptions {
+                password: password.as_deref(),
+                hosts: &hosts,
+                json,
+            };
+            ctl::roles::failover(host.as_deref(), auto_pick, force, &opt)?
+        }
+        Cmd::Promote {
+            host,
+            password,
+            json,
+        } => ctl::roles::promote(&host, password.as_deref(), json)?,
+        Cmd::Demote {
+            host,
+            upstream,
+            password,
+            json,
+        } => ctl::roles::demote(&host, &upstream, password.as_deref(), json)?,
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //!   text; every command that talks to a node goes through it.
 //! - [`query`]: `query` and `digest`, what a node says about itself.
 //! - [`process`]: starting and stopping node processes on this machine.
+//! - [`roles`]: switchover, failover, promote and demote.
 //!
 //! Errors are one [`CtlError`] enum; nothing here panics on what a user
 //! typed or a node answered. The binary prints the error and exits 1.
@@ -12,6 +13,7 @@
 pub mod client;
 pub mod process;
 pub mod query;
+pub mod roles;
 
 use std::io;
 

@@ -76,7 +76,6 @@ impl ReplContext {
         wal_dir: PathBuf,
         sync: Arc<SyncRep>,
         max_wal_retention: u64,
-        history: TimelineHistory,
     ) -> ReplContext {
         ReplContext {
             engine,
@@ -92,7 +91,7 @@ impl ReplContext {
             wal_sender_timeout: None,
             build_pins: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
-            history: Mutex::new(history),
+            history: Mutex::new(TimelineHistory::new()),
             epoch: AtomicU64::new(0),
             receiver: ReceiverControl::default(),
             needs_build: Mutex::new(None),

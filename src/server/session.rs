@@ -514,6 +514,12 @@ impl Session {
         let mut data_replies = Vec::with_capacity(data.len());
         let (lsn, wrote) = match self.run_data(&data, &mut data_replies) {
             Ok(r) => r,
+            // A node that takes no writes answers READONLY as is, so that
+            // clients following the primary retry the block there.
+            Err(msg) if msg.starts_with("READONLY") => {
+                write_error(out, &msg);
+                return (Lsn::ZERO, false);
+            }
             Err(msg) => {
                 write_error(
                     out,
