@@ -293,6 +293,8 @@ fn bad_arguments_are_rejected() {
         &["run", "-c", "2", "-j", "3"],
         &["run", "--mark", "soon"],
         &["run", "--hosts", "nohost"],
+        &["run", "--pause-threshold-ms", "0"],
+        &["run", "--reconnect-backoff-max-ms", "0"],
         &["run", "--mix", "nope"],
         &["run", "-f", "/nonexistent/script.txt", "-s", "1"],
         &["init", "-s", "0"],

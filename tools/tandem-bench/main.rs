@@ -162,6 +162,10 @@ struct RunArgs {
     /// Seconds a client keeps looking for a primary before the run aborts.
     #[arg(long = "reconnect-timeout", default_value_t = 30.0)]
     reconnect_timeout_s: f64,
+    /// Longest wait between rounds over the hosts while looking for a primary
+    /// (the wait starts at 10 ms, or at this if lower, and doubles).
+    #[arg(long = "reconnect-backoff-max-ms", default_value_t = 500)]
+    reconnect_backoff_max_ms: u64,
     /// Write the report and the per-second series as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -247,6 +251,7 @@ fn target(args: &ConnArgs) -> anyhow::Result<Target> {
         password: args.password.clone(),
         connect_timeout: seconds("--connect-timeout", args.connect_timeout_s)?,
         io_timeout: seconds("--timeout", args.io_timeout_s)?,
+        backoff_max: cluster::BACKOFF_MAX,
     })
 }
 
@@ -380,6 +385,9 @@ fn validate_run(args: &RunArgs) -> anyhow::Result<()> {
     if args.max_tries == 0 {
         bail!("--max-tries must be at least 1");
     }
+    if !(1..=60_000).contains(&args.reconnect_backoff_max_ms) {
+        bail!("--reconnect-backoff-max-ms must be in 1..=60000");
+    }
     if !(1..=PAUSE_THRESHOLD_MS_MAX).contains(&args.pause_threshold_ms) {
         bail!("--pause-threshold-ms must be in 1..={PAUSE_THRESHOLD_MS_MAX}");
     }
@@ -388,7 +396,10 @@ fn validate_run(args: &RunArgs) -> anyhow::Result<()> {
 
 fn cmd_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     validate_run(&args)?;
-    let target = target(&args.conn)?;
+    let target = Target {
+        backoff_max: Duration::from_millis(args.reconnect_backoff_max_ms),
+        ..target(&args.conn)?
+    };
     let mut marks = args
         .marks
         .iter()
