@@ -1,17 +1,23 @@
-//! tandem-bench against a real redis-server.
+//! tandem-bench against a real redis-server (and one real tandem node).
 //!
 //! Goal: the load tool's contract holds end to end: `init` + `check`, every
 //! built-in mix runs without failures, `check` passes after a TPC-B run and fails
 //! after a corrupted balance, `--plot` writes an SVG, an unreachable server gives
-//! a clear error, and a server restart during `run --hosts` shows up as a
-//! connection-error event and a dip in the per-second series.
+//! a clear error, a server restart during `run --hosts` shows up as a
+//! connection-error event and a dip in the per-second series, and a node frozen
+//! for 300 ms (SIGSTOP, SIGCONT) shows up as exactly one pause of about that
+//! length in the report (`--pause-threshold-ms`), drawn on the plot with the
+//! marks of `--events-file`.
 //!
 //! Method: each test starts its own `redis-server` (no persistence) on a free
 //! loopback port in a temporary directory, owned by a guard that kills it on
 //! drop, also when the test fails. Readiness is awaited by polling PING with a
 //! bound, never by a fixed sleep. The tool runs as a child process
 //! (`CARGO_BIN_EXE_tandem-bench`); its `--json` output is parsed with serde_json.
-//! Needs `redis-server` on PATH (Debian: `apt-get install redis-server`).
+//! Needs `redis-server` on PATH (Debian: `apt-get install redis-server`). The
+//! pause test starts a `tandem node` through `tests/common` instead.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -287,6 +293,8 @@ fn bad_arguments_are_rejected() {
         &["run", "-c", "2", "-j", "3"],
         &["run", "--mark", "soon"],
         &["run", "--hosts", "nohost"],
+        &["run", "--pause-threshold-ms", "0"],
+        &["run", "--reconnect-backoff-max-ms", "0"],
         &["run", "--mix", "nope"],
         &["run", "-f", "/nonexistent/script.txt", "-s", "1"],
         &["init", "-s", "0"],
@@ -418,4 +426,112 @@ fn switchover_follows_the_new_primary() {
     );
     assert!(report["retried"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["failed"].as_u64(), Some(0), "{report}");
+}
+
+/// Milliseconds since the Unix epoch, as the harness of a failover benchmark
+/// writes them into `--events-file`.
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+#[test]
+fn frozen_node_shows_as_one_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::NodeProc::start(&dir.path().join("node"), &[]);
+    let json = dir.path().join("pause.json");
+    let svg = dir.path().join("pause.svg");
+    let events = dir.path().join("events.txt");
+    // The threshold is far above a slow fsync on a busy machine and far below
+    // the freeze, so the freeze is the only pause.
+    let child = Command::new(BENCH)
+        .args(["run", "-p", &node.port.to_string(), "-c", "4", "-j", "2"])
+        .args(["-T", "3", "--mix", "set-get", "-s", "1"])
+        .args(["--pause-threshold-ms", "200"])
+        .args([
+            "--json",
+            json.to_str().unwrap(),
+            "--plot",
+            svg.to_str().unwrap(),
+        ])
+        .args(["--events-file", events.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait until the run is under way: the node has taken writes.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let keys = || {
+        let reply = command(node.port, &["DBSIZE"]).unwrap_or_default();
+        reply
+            .trim_start_matches(':')
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    while keys() < 100 {
+        assert!(Instant::now() < deadline, "the run did not start writing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The sleep is the fault itself: the node is frozen for 300 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    let frozen_ms = unix_ms();
+    node.signal("STOP");
+    std::thread::sleep(Duration::from_millis(300));
+    node.signal("CONT");
+    std::fs::write(&events, format!("{frozen_ms} freeze\n")).unwrap();
+
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report = read_json(&json);
+    assert_eq!(report["failed"].as_u64(), Some(0), "{report}");
+    let pauses = report["pauses"].as_array().unwrap();
+    assert_eq!(pauses.len(), 1, "expected one pause: {report}");
+    let pause = &pauses[0];
+    let ms = pause["ms"].as_f64().unwrap();
+    assert!((250.0..2000.0).contains(&ms), "pause of {ms} ms: {pause}");
+    assert_eq!(report["max_pause_ms"].as_f64(), Some(ms));
+    assert_eq!(pause["from_host"], pause["to_host"], "{pause}");
+    assert_eq!(pause["from_host"].as_str(), Some(node.addr().as_str()));
+    // The wall-clock edges bracket the moment of the freeze.
+    let start = pause["start_unix_ms"].as_f64().unwrap();
+    let end = pause["end_unix_ms"].as_f64().unwrap();
+    let frozen = frozen_ms as f64;
+    assert!(
+        start <= frozen + 5.0 && end >= frozen + 250.0,
+        "{pause} vs {frozen_ms}"
+    );
+    assert!((end - start - ms).abs() < 0.01, "{pause}");
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = format!("({} -> {}) at +", node.addr(), node.addr());
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("pause: ") && l.contains(&line)),
+        "{}",
+        text(&out)
+    );
+    let mark = report["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["detail"] == "freeze");
+    let mark = mark.unwrap_or_else(|| panic!("no freeze mark: {report}"));
+    let at_s = pause["at_s"].as_f64().unwrap();
+    assert!(
+        (mark["t_s"].as_f64().unwrap() - at_s).abs() < 0.1,
+        "{mark} vs {pause}"
+    );
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.contains("freeze"), "the events-file mark is not drawn");
+    assert!(
+        plot.lines()
+            .any(|l| l.starts_with("pause ") && l.ends_with(" ms")),
+        "the pause is not labelled on the plot"
+    );
+    assert!(plot.contains("fill=\"#DC2828\""), "the pause is not shaded");
 }

@@ -11,12 +11,14 @@
 //! (transaction templates and the built-in mixes) -> `run` (threads, clients,
 //! schedule) -> `stats` (per-second buckets, aggregation) -> `report` (text,
 //! JSON) and `plot` (SVG). `dataset` owns the TPC-B key layout, `init` and
-//! `check`. The tool does not use the `tandem` library: it must be able to
+//! `check`; `pause` the windows without acks (`--pause-threshold-ms`). The
+//! tool does not use the `tandem` library: it must be able to
 //! measure any RESP server, including Redis as a peer.
 
 mod cluster;
 mod conn;
 mod dataset;
+mod pause;
 mod plot;
 mod report;
 mod resp;
@@ -42,6 +44,12 @@ const DEFAULT_PORT: u16 = 6380;
 const CLIENTS_MAX: usize = 10_000;
 const THREADS_MAX: usize = 256;
 const PIPELINE_MAX: usize = 1024;
+/// Hosts in `--hosts`: pause records keep a host as a u16 index.
+const HOSTS_MAX: usize = 256;
+/// Bound on `--pause-threshold-ms` (one hour).
+const PAUSE_THRESHOLD_MS_MAX: u64 = 3_600_000;
+/// Lines read from `--events-file`; a harness writes a handful.
+const EVENT_LINES_MAX: usize = 10_000;
 
 #[derive(Parser)]
 #[command(
@@ -154,6 +162,10 @@ struct RunArgs {
     /// Seconds a client keeps looking for a primary before the run aborts.
     #[arg(long = "reconnect-timeout", default_value_t = 30.0)]
     reconnect_timeout_s: f64,
+    /// Longest wait between rounds over the hosts while looking for a primary
+    /// (the wait starts at 10 ms, or at this if lower, and doubles).
+    #[arg(long = "reconnect-backoff-max-ms", default_value_t = 500)]
+    reconnect_backoff_max_ms: u64,
     /// Write the report and the per-second series as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -163,6 +175,13 @@ struct RunArgs {
     /// Mark an event on the plot, e.g. `10s:kill` (repeatable).
     #[arg(long = "mark")]
     marks: Vec<String>,
+    /// Report windows longer than this in which no client got an ack (pauses).
+    #[arg(long = "pause-threshold-ms", default_value_t = 20)]
+    pause_threshold_ms: u64,
+    /// At the end, read event marks from this file: lines `UNIX_MS LABEL`
+    /// (e.g. written by a harness when it issues a switchover).
+    #[arg(long = "events-file")]
+    events_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -207,6 +226,9 @@ fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
 
 fn target(args: &ConnArgs) -> anyhow::Result<Target> {
     let require_primary = !args.hosts.is_empty();
+    if args.hosts.len() > HOSTS_MAX {
+        bail!("--hosts: at most {HOSTS_MAX} hosts");
+    }
     let hosts = if require_primary {
         for h in &args.hosts {
             let port = h
@@ -229,6 +251,7 @@ fn target(args: &ConnArgs) -> anyhow::Result<Target> {
         password: args.password.clone(),
         connect_timeout: seconds("--connect-timeout", args.connect_timeout_s)?,
         io_timeout: seconds("--timeout", args.io_timeout_s)?,
+        backoff_max: cluster::BACKOFF_MAX,
     })
 }
 
@@ -278,6 +301,48 @@ fn parse_mark(text: &str) -> anyhow::Result<Event> {
     })
 }
 
+/// Reads `--events-file`: lines `UNIX_MS LABEL` become marks at their time since
+/// the run's start. Read after the run, so the results are never lost to this
+/// file: a missing file, a bad line or a time before the start is a warning.
+fn read_events_file(path: &std::path::Path, start_unix_ms: f64) -> Vec<Event> {
+    let warn = |what: String| eprintln!("tandem-bench: warning: --events-file {what}");
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            warn(format!("{}: {e}; no events marked", path.display()));
+            return Vec::new();
+        }
+    };
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate().take(EVENT_LINES_MAX) {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (at, label) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let t_s = match at.parse::<f64>() {
+            Ok(unix_ms) if unix_ms.is_finite() => (unix_ms - start_unix_ms) / 1000.0,
+            _ => {
+                warn(format!("line {}: {line:?} is not `UNIX_MS LABEL`", i + 1));
+                continue;
+            }
+        };
+        if t_s < 0.0 {
+            warn(format!(
+                "line {}: {line:?} is before the run's start",
+                i + 1
+            ));
+            continue;
+        }
+        events.push(Event {
+            t_s,
+            kind: EventKind::Mark,
+            detail: label.trim().to_string(),
+        });
+    }
+    events
+}
+
 fn load_script(args: &RunArgs) -> anyhow::Result<(Script, bool)> {
     match &args.file {
         Some(path) => {
@@ -320,13 +385,22 @@ fn validate_run(args: &RunArgs) -> anyhow::Result<()> {
     if args.max_tries == 0 {
         bail!("--max-tries must be at least 1");
     }
+    if !(1..=60_000).contains(&args.reconnect_backoff_max_ms) {
+        bail!("--reconnect-backoff-max-ms must be in 1..=60000");
+    }
+    if !(1..=PAUSE_THRESHOLD_MS_MAX).contains(&args.pause_threshold_ms) {
+        bail!("--pause-threshold-ms must be in 1..={PAUSE_THRESHOLD_MS_MAX}");
+    }
     Ok(())
 }
 
 fn cmd_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     validate_run(&args)?;
-    let target = target(&args.conn)?;
-    let marks = args
+    let target = Target {
+        backoff_max: Duration::from_millis(args.reconnect_backoff_max_ms),
+        ..target(&args.conn)?
+    };
+    let mut marks = args
         .marks
         .iter()
         .map(|m| parse_mark(m))
@@ -361,6 +435,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         threads: args.jobs,
         pipeline: args.pipeline,
         rate_limit_tps: args.rate_tps,
+        pause_threshold_ms: args.pause_threshold_ms as f64,
     };
     let cfg = run::RunConfig {
         target,
@@ -376,8 +451,12 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         reconnect_timeout: seconds("--reconnect-timeout", args.reconnect_timeout_s)?,
         progress_s: args.progress_s,
         run_id: i64::from(rand::random::<u32>()),
+        pause_threshold: Duration::from_millis(args.pause_threshold_ms),
     };
     let result = run::run(cfg)?;
+    if let Some(path) = &args.events_file {
+        marks.extend(read_events_file(path, result.start_unix_us as f64 / 1000.0));
+    }
     let report = report::Report::new(shape, result, marks);
     print!("{}", report.text());
     if let Some(path) = &args.json {

@@ -6,6 +6,9 @@
 //! marks (`--mark 10s:kill`). A failover shows as a dip to zero tps between a red
 //! line and the recovery. Each second is drawn as a flat step over
 //! `[second, second + 1)`, so an empty second is visibly zero for its whole width.
+//! Pauses (windows without any ack, `--pause-threshold-ms`) are shaded light red
+//! across both panels, at least `PAUSE_WIDTH_MIN_PX` wide so a 20 ms pause in a
+//! long run stays visible, and labelled with their length when there are few.
 //!
 //! Uses plotters' SVG backend without font support (no fontconfig on the target
 //! machines): text is emitted as SVG `<text>` and laid out by the viewer.
@@ -20,6 +23,10 @@ use crate::stats::{Event, EventKind};
 
 const WIDTH_PX: u32 = 1000;
 const HEIGHT_PX: u32 = 700;
+/// Narrowest a pause is drawn, in pixels of the plot's width.
+const PAUSE_WIDTH_MIN_PX: f64 = 2.0;
+/// Pauses labelled with their length; with more the labels would overlap.
+const PAUSE_LABELS_MAX: usize = 8;
 
 pub fn write_svg(report: &Report, path: &Path) -> anyhow::Result<()> {
     let fail = |e: &dyn std::fmt::Display| anyhow!("cannot draw {}: {e}", path.display());
@@ -34,13 +41,24 @@ pub fn write_svg(report: &Report, path: &Path) -> anyhow::Result<()> {
         .max(report.events.iter().map(|e| e.t_s).fold(0.0, f64::max))
         .max(1.0);
     let events = distinct_events(&report.events);
+    let width_min_s = x_max * PAUSE_WIDTH_MIN_PX / f64::from(WIDTH_PX);
+    let pauses: Vec<Shade> = report
+        .pauses
+        .iter()
+        .map(|p| Shade {
+            from_s: p.at_s,
+            to_s: (p.at_s + p.ms / 1000.0).max(p.at_s + width_min_s),
+            label: (report.pauses.len() <= PAUSE_LABELS_MAX)
+                .then(|| format!("pause {:.0} ms", p.ms)),
+        })
+        .collect();
 
     let tps = step_runs(report.series.iter().map(|p| (p.second, Some(p.tps))));
     let title = format!(
         "{}: throughput ({} clients, {} threads)",
         report.transaction_type, report.clients, report.threads
     );
-    draw_panel(&upper, &title, "tps", x_max, &tps, &events).map_err(|e| fail(&e))?;
+    draw_panel(&upper, &title, "tps", x_max, &tps, &events, &pauses).map_err(|e| fail(&e))?;
 
     // A second without transactions has no latency: the line breaks there
     // instead of dropping to a flattering zero.
@@ -57,6 +75,7 @@ pub fn write_svg(report: &Report, path: &Path) -> anyhow::Result<()> {
         x_max,
         &p99,
         &events,
+        &pauses,
     )
     .map_err(|e| fail(&e))?;
 
@@ -71,6 +90,7 @@ fn draw_panel<DB: DrawingBackend>(
     x_max: f64,
     runs: &[Vec<(f64, f64)>],
     events: &[&Event],
+    pauses: &[Shade],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let y_max = runs
         .iter()
@@ -97,6 +117,19 @@ fn draw_panel<DB: DrawingBackend>(
             }
         })
         .draw()?;
+    let shade = RGBColor(220, 40, 40).mix(0.2).filled();
+    for p in pauses {
+        let corners = [(p.from_s, 0.0), (p.to_s, y_max)];
+        chart.draw_series(std::iter::once(Rectangle::new(corners, shade)))?;
+        if let Some(label) = &p.label {
+            let at = (p.to_s, y_max * 0.5);
+            chart.draw_series(std::iter::once(Text::new(
+                label.clone(),
+                at,
+                ("sans-serif", 12).into_font().color(&RED),
+            )))?;
+        }
+    }
     for run in runs {
         chart.draw_series(LineSeries::new(run.iter().copied(), BLUE.stroke_width(2)))?;
     }
@@ -121,6 +154,13 @@ fn draw_panel<DB: DrawingBackend>(
         chart.draw_series(std::iter::once(Text::new(label, at, ("sans-serif", 12))))?;
     }
     Ok(())
+}
+
+/// A pause as drawn: seconds since the run's start.
+struct Shade {
+    from_s: f64,
+    to_s: f64,
+    label: Option<String>,
 }
 
 /// Step lines: each second's value held over the whole second; a `None` second

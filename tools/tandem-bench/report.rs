@@ -4,14 +4,40 @@
 //! carries the same figures as the text plus the per-second series (tps, p99,
 //! failures) and the event list (connection errors, primary changes, user marks),
 //! which `plot.rs` also draws. Field names carry their unit last (`latency_p99_ms`).
+//!
+//! Pauses (`pause.rs`) are reported with wall-clock edges (`start_unix_ms`,
+//! `end_unix_ms`, milliseconds since the Unix epoch with a microsecond fraction)
+//! so a harness can hold them against the time it issued a switchover or killed
+//! a node, and with `at_s` (seconds since the run's start) for the plot.
 
 use std::path::Path;
 
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::pause::Ack;
 use crate::run::RunResult;
 use crate::stats::{Event, EventKind, SecondPoint};
+
+/// Pauses listed in the report (the JSON file); `pause_count` has them all.
+/// Only a rate-limited run with a tiny threshold comes near it.
+const PAUSES_LISTED_MAX: usize = 10_000;
+/// Pauses printed one per line in the text summary.
+const PAUSES_PRINTED_MAX: usize = 20;
+
+/// A window in which no client got an ack, longer than the threshold.
+#[derive(Debug, Clone, Serialize)]
+pub struct PauseReport {
+    pub start_unix_ms: f64,
+    pub end_unix_ms: f64,
+    pub ms: f64,
+    /// Host of the last ack before the window.
+    pub from_host: String,
+    /// Host of the first ack after it.
+    pub to_host: String,
+    /// Start of the window, seconds since the run's start.
+    pub at_s: f64,
+}
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -36,6 +62,14 @@ pub struct Report {
     pub latency_max_ms: f64,
     pub initial_connection_time_ms: f64,
     pub aborted: Option<String>,
+    /// Wall-clock start of the run (milliseconds since the Unix epoch).
+    pub start_unix_ms: f64,
+    pub pause_threshold_ms: f64,
+    pub pause_count: usize,
+    pub max_pause_ms: f64,
+    pub pauses: Vec<PauseReport>,
+    /// Set when pause tracking hit its memory bound: later pauses are unknown.
+    pub pauses_complete_until_s: Option<f64>,
     pub series: Vec<SecondPoint>,
     pub events: Vec<Event>,
 }
@@ -48,6 +82,7 @@ pub struct RunShape {
     pub threads: usize,
     pub pipeline: usize,
     pub rate_limit_tps: Option<f64>,
+    pub pause_threshold_ms: f64,
 }
 
 impl Report {
@@ -61,6 +96,26 @@ impl Report {
         let mut events = result.events;
         events.extend(marks);
         events.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+        let start_unix_ms = result.start_unix_us as f64 / 1000.0;
+        let host = |ack: Ack| {
+            let name = result.hosts.get(usize::from(ack.host));
+            name.cloned()
+                .unwrap_or_else(|| format!("host #{}", ack.host))
+        };
+        let all = &result.pauses.pauses;
+        let pauses = all
+            .iter()
+            .take(PAUSES_LISTED_MAX)
+            .map(|p| PauseReport {
+                start_unix_ms: start_unix_ms + p.start.t_us as f64 / 1000.0,
+                end_unix_ms: start_unix_ms + p.end.t_us as f64 / 1000.0,
+                ms: p.us() as f64 / 1000.0,
+                from_host: host(p.start),
+                to_host: host(p.end),
+                at_s: p.start.t_us as f64 / 1e6,
+            })
+            .collect();
+        let max_pause_ms = all.iter().map(|p| p.us()).max().unwrap_or(0) as f64 / 1000.0;
         Report {
             transaction_type: shape.transaction_type,
             scaling_factor: shape.scaling_factor,
@@ -87,6 +142,12 @@ impl Report {
             latency_max_ms: ms(h.max() as f64),
             initial_connection_time_ms: result.connect_time.as_secs_f64() * 1000.0,
             aborted: result.aborted,
+            start_unix_ms,
+            pause_threshold_ms: shape.pause_threshold_ms,
+            pause_count: all.len(),
+            max_pause_ms,
+            pauses,
+            pauses_complete_until_s: result.pauses.complete_until_us.map(|us| us as f64 / 1e6),
             series: result.aggregate.series,
             events,
         }
@@ -158,6 +219,27 @@ impl Report {
             conn_errors.count(),
             primary_changes.count()
         ));
+        line(format!(
+            "pauses (no ack on any client for more than {} ms): {}, max {:.1} ms",
+            self.pause_threshold_ms, self.pause_count, self.max_pause_ms
+        ));
+        for p in self.pauses.iter().take(PAUSES_PRINTED_MAX) {
+            line(format!(
+                "pause: {:.1} ms ({} -> {}) at +{:.3} s",
+                p.ms, p.from_host, p.to_host, p.at_s
+            ));
+        }
+        if self.pause_count > PAUSES_PRINTED_MAX {
+            line(format!(
+                "... {} more pauses in the JSON report",
+                self.pause_count - PAUSES_PRINTED_MAX
+            ));
+        }
+        if let Some(until) = self.pauses_complete_until_s {
+            line(format!(
+                "pause tracking stopped at +{until:.3} s (too many gaps to keep): later pauses are not known"
+            ));
+        }
         if let Some(reason) = &self.aborted {
             line(format!(
                 "run was aborted: {reason}; the results are incomplete"

@@ -27,12 +27,16 @@
 //! flight are read and the client has reconnected to the primary. A transaction
 //! is retried at most `max_tries - 1` times, then counted as failed; other error
 //! replies fail it at once. Outcomes of retried transactions are counted apart.
+//!
+//! Pauses: every acknowledged transaction is also recorded with its host in the
+//! thread's `AckGaps` (`pause.rs`); the main thread merges them into the windows
+//! in which no client got an ack (`--pause-threshold-ms`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use crossbeam_channel::{Receiver, Sender};
@@ -41,6 +45,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::cluster::{self, Target};
 use crate::conn::{Conn, ConnError};
+use crate::pause::{self, AckGaps, Pauses};
 use crate::resp::Value;
 use crate::script::{self, Script};
 use crate::stats::{Aggregate, Bucket, Event, EventKind, Msg, ThreadStats};
@@ -65,6 +70,8 @@ pub struct RunConfig {
     pub reconnect_timeout: Duration,
     pub progress_s: Option<u64>,
     pub run_id: i64,
+    /// Windows without any ack longer than this are reported as pauses.
+    pub pause_threshold: Duration,
 }
 
 pub struct RunResult {
@@ -74,6 +81,11 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// Set when a client gave up (the results are incomplete).
     pub aborted: Option<String>,
+    /// Wall-clock time of the run's start, microseconds since the Unix epoch.
+    pub start_unix_us: u64,
+    pub pauses: Pauses,
+    /// The host list that `pauses` index into.
+    pub hosts: Vec<String>,
 }
 
 /// Runs the benchmark; returns when every client finished.
@@ -121,13 +133,19 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
     }
     let connect_time = connect_begin.elapsed();
     let start = Instant::now();
+    let start_unix_us = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     for s in &starts {
         // A worker that already exited is noticed through its Done message.
         let _ = s.send(start);
     }
     let result = collect(&cfg, &rx, start, connect_time);
     join_all(handles);
-    Ok(result)
+    Ok(RunResult {
+        start_unix_us,
+        ..result
+    })
 }
 
 fn join_all(handles: Vec<std::thread::JoinHandle<()>>) {
@@ -138,7 +156,8 @@ fn join_all(handles: Vec<std::thread::JoinHandle<()>>) {
     }
 }
 
-/// Main-thread loop: merges seconds, prints progress, notes primary changes.
+/// Main-thread loop: merges seconds, prints progress, notes primary changes;
+/// at the end merges the threads' ack gaps into pauses.
 fn collect(
     cfg: &RunConfig,
     rx: &Receiver<Msg>,
@@ -150,6 +169,7 @@ fn collect(
     let mut primary: Option<String> = None;
     let mut done = 0;
     let mut aborted = None;
+    let mut acks = Vec::with_capacity(cfg.threads);
     while done < cfg.threads {
         let Ok(msg) = rx.recv() else { break };
         match msg {
@@ -173,8 +193,9 @@ fn collect(
                 }
                 primary = Some(addr);
             }
-            Msg::Done { error, .. } => {
+            Msg::Done { error, gaps } => {
                 done += 1;
+                acks.push(*gaps);
                 if let Some(e) = error {
                     aborted.get_or_insert(e);
                 }
@@ -184,13 +205,21 @@ fn collect(
     }
     let elapsed = start.elapsed();
     aggregate.flush();
+    let pauses = pause::merge(&acks, duration_us(cfg.pause_threshold));
     RunResult {
         aggregate,
         events,
         connect_time,
         elapsed,
         aborted,
+        start_unix_us: 0,
+        pauses,
+        hosts: cfg.target.hosts.clone(),
     }
+}
+
+fn duration_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Events kept in the report; more are counted in the last one's detail only
@@ -233,6 +262,8 @@ struct Shared {
     start: Instant,
     end: Option<Instant>,
     stats: RefCell<ThreadStats>,
+    /// Ack times and hosts of this thread's clients, for pause detection.
+    gaps: RefCell<AckGaps>,
     tx: Sender<Msg>,
     /// First second the ticker has not sent yet.
     next_second: Cell<u64>,
@@ -300,17 +331,20 @@ fn worker(
         });
     }
     let duration = cfg.duration;
+    let threshold_us = duration_us(cfg.pause_threshold);
     let shared = Rc::new(Shared {
         end: duration.map(|d| start + d),
         cfg,
         start,
         stats: RefCell::new(ThreadStats::new(start, duration)),
+        gaps: RefCell::new(AckGaps::new(threshold_us)),
         tx: tx.clone(),
         next_second: Cell::new(0),
         failures_printed: Cell::new(0),
     });
     let error = runtime.block_on(run_thread(Rc::clone(&shared), client_ids, conns));
-    let _ = tx.send(Msg::Done { error });
+    let gaps = Box::new(shared.gaps.replace(AckGaps::new(1)));
+    let _ = tx.send(Msg::Done { error, gaps });
 }
 
 async fn run_thread(
@@ -594,6 +628,12 @@ impl Client {
                     .stats
                     .borrow_mut()
                     .record_ok(now, latency_us, tx.tries > 0);
+                let since_start = now.saturating_duration_since(self.shared.start);
+                let host = u16::try_from(self.host_index).unwrap_or(u16::MAX);
+                self.shared
+                    .gaps
+                    .borrow_mut()
+                    .record(duration_us(since_start), host);
             }
             Outcome::Fail { error } => self.report_failure(&tx, &error),
             Outcome::Retry { error } => {

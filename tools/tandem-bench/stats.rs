@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::pause::AckGaps;
+
 /// Significant digits of every latency histogram: 0.1 % resolution.
 const HIST_SIGFIG: u8 = 3;
 
@@ -97,9 +99,11 @@ pub enum Msg {
         t_s: f64,
         addr: String,
     },
-    /// A thread finished; `error` if a client gave up.
+    /// A thread finished; `error` if a client gave up. `gaps`: its clients'
+    /// long gaps between acks, merged into pauses at the end.
     Done {
         error: Option<String>,
+        gaps: Box<AckGaps>,
     },
 }
 
