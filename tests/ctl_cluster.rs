@@ -2,7 +2,8 @@
 //! immediate` run a local cluster as README and DESIGN.md section 5 say:
 //! `up` makes a primary and streaming standbys that replicate writes,
 //! refuses a directory whose cluster runs, a standby killed and started
-//! again from its config catches up, `down` leaves no process behind, and
+//! again from its config catches up, `down` leaves no process behind,
+//! `up` on a stopped cluster starts it again with its data, and
 //! a node that cannot start fails `start` with the tail of its log.
 //! Method: the ctl binary run as a user would, on a temporary directory
 //! with free loopback ports; the redis crate for data; polls with
@@ -169,6 +170,34 @@ fn cluster_up_replicates_restarts_a_standby_and_goes_down() {
     }
     let out = ctl_ok(&["cluster", "down", "--dir", dir]);
     assert!(out.contains("node1: not running"), "{out}");
+
+    // `up` on the stopped cluster starts the same nodes again: node0 is a
+    // restarted primary with peers, pending until a standby confirms it.
+    let again = json(&["cluster", "up", "--dir", dir, "--standbys", "2", "--json"]);
+    assert_eq!(again["nodes"][1]["client"], nodes[1]["client"]);
+    wait_until(
+        Duration::from_secs(20),
+        "the restarted cluster streaming",
+        || all_streaming(dir, 2),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the restarted primary taking writes",
+        || {
+            redis::cmd("SET")
+                .arg("k3")
+                .arg("v3")
+                .query::<()>(&mut client(primary))
+                .is_ok()
+        },
+    );
+    assert_eq!(get(primary, "k1").as_deref(), Some("v1"));
+    let out = ctl_ok(&["cluster", "down", "--dir", dir, "--mode", "immediate"]);
+    assert!(out.contains("all 3 nodes stopped"), "{out}");
+    for n in again["nodes"].as_array().unwrap() {
+        let pid = n["pid"].as_u64().unwrap() as u32;
+        assert!(!pid_alive(pid), "pid {pid} still runs after cluster down");
+    }
 }
 
 #[test]

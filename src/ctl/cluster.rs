@@ -605,7 +605,12 @@ pub fn down(dir: &Path, mode: StopMode, wait: Duration) -> Result<(), CtlError> 
             }
         }
     }
-    let still = running(&file)?;
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let mut still = running(&file)?;
+    while !still.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(POLL);
+        still = running(&file)?;
+    }
     if !still.is_empty() {
         return Err(CtlError::NotAllStopped { names: still });
     }

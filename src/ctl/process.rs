@@ -178,17 +178,25 @@ pub fn dir_lock(data_dir: &Path) -> Result<DirLock, CtlError> {
     })
 }
 
-/// Whether `pid` is a live process (a zombie counts as gone).
+/// Whether `pid` is a live process: one of its threads has not finished
+/// exiting. A zombie leader whose other threads still exit is alive (they
+/// may hold its files, the data-directory lock among them); once only
+/// zombies remain, every file is closed and it counts as gone.
 pub fn pid_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
-    // "pid (comm) S ...": the state follows the last ')'; comm may hold any byte.
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat.get(i + 1..))
-        .and_then(|rest| rest.split_whitespace().next());
-    !matches!(state, Some("Z") | Some("X") | None)
+    tasks.flatten().any(|task| {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            return false; // that thread is gone
+        };
+        // "tid (comm) S ...": the state follows the last ')'; comm may hold any byte.
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat.get(i + 1..))
+            .and_then(|rest| rest.split_whitespace().next());
+        !matches!(state, Some("Z") | Some("X") | None)
+    })
 }
 
 /// Whether `pid` runs the `tandem` program (argv\[0\]'s file name).
