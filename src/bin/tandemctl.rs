@@ -4,13 +4,19 @@
 //! what a node says about itself and its replication peers (the
 //! `gs_ctl query` view, from `INFO`), human-readable or `--json`; `digest`
 //! prints the applied LSN and the page digest (equal on nodes that hold
-//! the same data); `stop` shuts a node down cleanly (SHUTDOWN).
-//! Exit status: 0 on success, 1 on any failure, with the reason on stderr.
+//! the same data); `start` and `stop` run and end node processes on this
+//! machine; `build` runs `tandem build`; `cluster up|down|status` manage a
+//! local primary with standbys in one directory.
+//! Exit status: 0 on success, 1 on any failure, with the reason on stderr
+//! (`build`: the exit status of `tandem build`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tandem::ctl;
+use tandem::ctl::process::StopMode;
 
 #[derive(Parser)]
 #[command(name = "tandemctl", version, about = "Query and control tandem nodes")]
@@ -40,12 +46,32 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Clean shutdown (in-flight commits finish, checkpoint, exit 0).
+    /// Stop a node: fast = SHUTDOWN (in-flight commits finish, checkpoint,
+    /// exit 0); immediate = SIGKILL of the pid it reports (recovery on start).
     Stop {
         #[arg(long)]
         host: String,
         #[arg(long)]
         password: Option<String>,
+        #[arg(long, value_enum, default_value_t = StopMode::Fast)]
+        mode: StopMode,
+        #[arg(long, default_value_t = 30)]
+        wait_secs: u64,
+    },
+    /// Start `tandem node` in the background (log: DATA_DIR/node.log) and
+    /// wait until it answers.
+    Start {
+        #[command(flatten)]
+        opts: ctl::process::StartOptions,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a new standby from a running node (runs `tandem build`).
+    Build(ctl::process::BuildOptions),
+    /// A local cluster (a primary and standbys) in one directory.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
     },
     /// Planned handover: the primary stops taking writes, the standby at
     /// --host catches up and promotes, the old primary follows it.
@@ -104,7 +130,35 @@ enum Cmd {
     },
 }
 
-fn run(command: Cmd) -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Create and start node0 (primary) and N standbys built from it.
+    Up {
+        #[command(flatten)]
+        opts: ctl::cluster::UpOptions,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every node of the cluster.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = StopMode::Fast)]
+        mode: StopMode,
+        /// fast: how long SHUTDOWN may take before SIGKILL.
+        #[arg(long, default_value_t = 30)]
+        wait_secs: u64,
+    },
+    /// Role and LSNs of each node.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn run(command: Cmd) -> anyhow::Result<ExitCode> {
     match command {
         Cmd::Query {
             host,
@@ -116,10 +170,39 @@ fn run(command: Cmd) -> anyhow::Result<()> {
             password,
             json,
         } => ctl::query::digest(&host, password.as_deref(), json)?,
-        Cmd::Stop { host, password } => {
-            ctl::process::stop(&host, password.as_deref(), ctl::process::STOP_WAIT_DEFAULT)?;
-            println!("{host}: stopped");
+        Cmd::Stop {
+            host,
+            password,
+            mode,
+            wait_secs,
+        } => {
+            let wait = Duration::from_secs(wait_secs);
+            match ctl::process::stop(&host, password.as_deref(), mode, wait)? {
+                Some(pid) if mode == StopMode::Immediate => println!("{host}: killed pid {pid}"),
+                Some(pid) => println!("{host}: stopped (pid {pid})"),
+                None => println!("{host}: stopped"),
+            }
         }
+        Cmd::Start { opts, json } => {
+            let started = ctl::process::start(&opts)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"pid": started.pid, "client": started.client})
+                );
+            } else {
+                println!("started pid {}, client {}", started.pid, started.client);
+            }
+        }
+        Cmd::Build(opts) => {
+            let status = ctl::process::build(&opts)?;
+            if !status.success() {
+                eprintln!("tandemctl: tandem build exited with {status}");
+                let code = status.code().and_then(|c| u8::try_from(c).ok());
+                return Ok(ExitCode::from(code.filter(|c| *c != 0).unwrap_or(1)));
+            }
+        }
+        Cmd::Cluster { command } => cluster(command)?,
         Cmd::Switchover {
             host,
             hosts,
@@ -161,14 +244,35 @@ fn run(command: Cmd) -> anyhow::Result<()> {
             json,
         } => ctl::roles::demote(&host, &upstream, password.as_deref(), json)?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cluster(command: ClusterCmd) -> anyhow::Result<()> {
+    match command {
+        ClusterCmd::Up { opts, json } => {
+            let file = ctl::cluster::up(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&file)?);
+            } else {
+                ctl::cluster::print_table(&file);
+            }
+        }
+        ClusterCmd::Down {
+            dir,
+            mode,
+            wait_secs,
+        } => ctl::cluster::down(&dir, mode, Duration::from_secs(wait_secs))?,
+        ClusterCmd::Status { dir, json } => ctl::cluster::status(&dir, json)?,
+    }
     Ok(())
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse().command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("tandemctl: {e:#}");
+            // The library's errors name their cause in their own text.
+            eprintln!("tandemctl: {e}");
             ExitCode::FAILURE
         }
     }
