@@ -521,13 +521,21 @@ fn a_restarted_old_primary_cut_off_from_its_peers_stays_pending_and_never_takes_
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path(), 2, &[]);
     let mut c0 = nodes[0].client();
-    let _: () = redis::cmd("SET").arg("before").arg("1").query(&mut c0).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("before")
+        .arg("1")
+        .query(&mut c0)
+        .unwrap();
     common::repl::wait_caught_up(&nodes[0], &[&nodes[1]], Duration::from_secs(10));
     nodes[0].kill9();
     let v = ctl_json(&["failover", "--host", &nodes[1].addr(), "--json"]);
     assert_eq!(v["timeline"], 2);
     let mut c1 = nodes[1].client();
-    let _: () = redis::cmd("SET").arg("after").arg("2").query(&mut c1).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("2")
+        .query(&mut c1)
+        .unwrap();
 
     // n0 reaches its only peer through a proxy that drops every connection.
     let proxy = common::proxy::Proxy::start(nodes[1].repl_addr().parse().unwrap());
@@ -535,9 +543,11 @@ fn a_restarted_old_primary_cut_off_from_its_peers_stays_pending_and_never_takes_
     let at = nodes[0].extra.iter().position(|a| a == "--peers").unwrap();
     nodes[0].extra[at + 1] = proxy.addr().to_string();
     nodes[0].spawn();
-    wait_until(Duration::from_secs(20), "two probe rounds without an answer", || {
-        nodes[0].log_text().matches("still pending").count() >= 2
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "two probe rounds without an answer",
+        || nodes[0].log_text().matches("still pending").count() >= 2,
+    );
     let mut c0 = nodes[0].client();
     assert_eq!(field(&repl_info(&nodes[0]), "role"), Some("pending"));
     let err = redis::cmd("SET")
@@ -547,15 +557,23 @@ fn a_restarted_old_primary_cut_off_from_its_peers_stays_pending_and_never_takes_
         .expect_err("a pending node takes no writes");
     assert!(is_readonly(&err), "{err}");
     let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c0).unwrap();
-    assert_eq!(role[0], redis::Value::BulkString(b"slave".to_vec()), "ROLE of a pending node");
+    assert_eq!(
+        role[0],
+        redis::Value::BulkString(b"slave".to_vec()),
+        "ROLE of a pending node"
+    );
 
     // Once it reaches the peer it learns of timeline 2 and settles.
     proxy.set_mode(common::proxy::Mode::Forward);
-    wait_until(Duration::from_secs(20), "the old primary learns of timeline 2", || {
-        let info = repl_info(&nodes[0]);
-        matches!(field(&info, "role"), Some("needs_build") | Some("standby"))
-            && field_u64(&info, "timeline") >= 1
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the old primary learns of timeline 2",
+        || {
+            let info = repl_info(&nodes[0]);
+            matches!(field(&info, "role"), Some("needs_build") | Some("standby"))
+                && field_u64(&info, "timeline") >= 1
+        },
+    );
     let err = redis::cmd("SET")
         .arg("split")
         .arg("brain")

@@ -292,6 +292,10 @@ pub fn adopt_timeline(
             })?;
             ctx.engine.set_timeline(to)?;
             *ctx.history.lock() = theirs;
+            // Our whole WAL is part of the new timeline: commits still
+            // waiting here for standbys (we were a primary) are durable on
+            // the new primary.
+            ctx.sync.confirm_through(our_end);
             ctx.bump_epoch();
             tracing::info!(timeline = %to, switch_lsn = %at, "following the upstream onto a new timeline");
             Ok(())
