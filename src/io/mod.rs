@@ -458,6 +458,284 @@ impl Ring {
     }
 }
 
+/// Alignment of O_DIRECT buffers, file offsets and lengths: the device's
+/// physical block (4 KiB here; its logical block is 512 B), so a direct
+/// write never makes the device read-modify-write a block.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// A heap buffer whose start is `DIRECT_ALIGN`-aligned and whose length is
+/// a multiple of it, for O_DIRECT writes. Safe code: a `Vec` over-allocated
+/// by one block, used from its first aligned byte on.
+pub struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    /// A zeroed buffer of `len` bytes, rounded up to `DIRECT_ALIGN`.
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        let len = len.next_multiple_of(DIRECT_ALIGN);
+        let raw = vec![0u8; len + DIRECT_ALIGN];
+        let start = raw.as_ptr().align_offset(DIRECT_ALIGN);
+        assert!(start < DIRECT_ALIGN, "no aligned start in the allocation");
+        AlignedBuf { raw, start, len }
+    }
+
+    /// Makes the buffer `len` bytes long (rounded up to `DIRECT_ALIGN`),
+    /// all zeros, reusing the allocation when it is large enough.
+    pub fn reset(&mut self, len: usize) {
+        let len = len.next_multiple_of(DIRECT_ALIGN);
+        if self.start + len > self.raw.len() {
+            *self = AlignedBuf::zeroed(len);
+            return;
+        }
+        self.len = len;
+        self.as_mut_slice().fill(0);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+/// One write of a [`DurableWriter`] between submission and completion.
+struct InFlightWrite {
+    fd: RawFd,
+    offset: u64,
+    buf: AlignedBuf,
+    done_bytes: usize,
+    token: u64,
+    retries: u32,
+}
+
+/// Writes to files opened `O_DSYNC` (and usually `O_DIRECT`) with several
+/// in flight at once on its own io_uring: the WAL flusher's device queue.
+///
+/// Unlike [`Ring`] it is asynchronous: [`submit`](Self::submit) takes the
+/// buffer by value and returns at once; [`wait`](Self::wait) returns each
+/// buffer with its write's outcome. Short writes and `EINTR`/`EAGAIN` are
+/// resubmitted here, so a completion reported `Ok` means every byte was
+/// written (and, with `O_DSYNC`, is durable). The order in which writes
+/// land is the kernel's: callers must not have two writes of one block in
+/// flight (the WAL flusher's `InFlight` holds them apart).
+pub struct DurableWriter {
+    uring: IoUring,
+    /// Slot `i` is user_data `i`; `None` when free.
+    slots: Vec<Option<InFlightWrite>>,
+    in_flight: usize,
+}
+
+impl DurableWriter {
+    /// A queue for up to `depth` writes in flight.
+    pub fn new(depth: usize) -> io::Result<DurableWriter> {
+        assert!(depth > 0);
+        let uring = IoUring::new((depth as u32).next_power_of_two())?;
+        Ok(DurableWriter {
+            uring,
+            slots: (0..depth).map(|_| None).collect(),
+            in_flight: 0,
+        })
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    pub fn depth(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Queues a write of all of `buf` at `offset` of `fd`, answered by
+    /// `token` in [`wait`](Self::wait). The caller keeps `fd` open until
+    /// then. Panics when `depth` writes are already in flight.
+    pub fn submit(
+        &mut self,
+        fd: RawFd,
+        offset: u64,
+        buf: AlignedBuf,
+        token: u64,
+    ) -> io::Result<()> {
+        let slot = self
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or_else(|| panic!("DurableWriter: more than {} writes", self.slots.len()));
+        self.slots[slot] = Some(InFlightWrite {
+            fd,
+            offset,
+            buf,
+            done_bytes: 0,
+            token,
+            retries: 0,
+        });
+        self.in_flight += 1;
+        self.push(slot);
+        self.uring.submit().map(|_| ())
+    }
+
+    fn push(&mut self, slot: usize) {
+        let Some(w) = self.slots[slot].as_ref() else {
+            panic!("push of a free slot");
+        };
+        let rest = &w.buf.as_slice()[w.done_bytes..];
+        let entry = opcode::Write::new(types::Fd(w.fd), rest.as_ptr(), rest.len() as u32)
+            .offset(w.offset + w.done_bytes as u64)
+            .build()
+            .user_data(slot as u64);
+        // SAFETY: the buffer is owned by `self.slots[slot]` and stays there
+        // (heap memory that does not move with the Vec) until the
+        // completion for `slot` is reaped in `wait`; `Drop` reaps every
+        // outstanding completion (or aborts) before the buffers are freed.
+        // The queue has room: at most `depth` entries are ever queued.
+        let pushed = unsafe { self.uring.submission().push(&entry) };
+        assert!(pushed.is_ok(), "DurableWriter: submission queue full");
+    }
+
+    /// Waits for at least one write to finish (none may be in flight is a
+    /// bug) and returns `(token, outcome, buffer)` for each that did.
+    pub fn wait(&mut self) -> Vec<(u64, io::Result<()>, AlignedBuf)> {
+        assert!(
+            self.in_flight > 0,
+            "DurableWriter::wait with nothing in flight"
+        );
+        let mut out = Vec::new();
+        while out.is_empty() {
+            if let Err(e) = self.enter(1) {
+                // Nothing reaped: fail every write, but keep their buffers
+                // alive until the kernel is done with them (in Drop).
+                return self.fail_all(e);
+            }
+            let completions: Vec<(u64, i32)> = self
+                .uring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
+            for (slot, res) in completions {
+                let slot = slot as usize;
+                if let Some(done) = self.complete(slot, res) {
+                    out.push(done);
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies one completion; `Some` when the write is over.
+    fn complete(&mut self, slot: usize, res: i32) -> Option<(u64, io::Result<()>, AlignedBuf)> {
+        let w = self.slots.get_mut(slot).and_then(Option::as_mut);
+        let w = w.unwrap_or_else(|| panic!("completion for free slot {slot}"));
+        let retry = match res {
+            r if r < 0 && matches!(-r, libc::EINTR | libc::EAGAIN) => true,
+            r if r < 0 => false,
+            0 => false,
+            n => {
+                w.done_bytes += n as usize;
+                assert!(w.done_bytes <= w.buf.len(), "kernel wrote more than asked");
+                w.done_bytes < w.buf.len()
+            }
+        };
+        if retry && w.retries < STALLED_ROUNDS_MAX {
+            w.retries += 1;
+            // Queued only: the next `enter` (this `wait` loop's, or the
+            // next `submit`) hands it to the kernel.
+            self.push(slot);
+            return None;
+        }
+        let w = self.slots[slot].take()?;
+        self.in_flight -= 1;
+        let outcome = if res < 0 {
+            Err(op_error(
+                "write(O_DSYNC)",
+                w.fd,
+                w.offset + w.done_bytes as u64,
+                io::Error::from_raw_os_error(-res),
+            ))
+        } else if w.done_bytes < w.buf.len() {
+            Err(op_error(
+                "write(O_DSYNC)",
+                w.fd,
+                w.offset + w.done_bytes as u64,
+                io::Error::from(io::ErrorKind::WriteZero),
+            ))
+        } else {
+            Ok(())
+        };
+        Some((w.token, outcome, w.buf))
+    }
+
+    fn enter(&mut self, want: usize) -> io::Result<()> {
+        let mut retries = 0u32;
+        loop {
+            if self.uring.completion().len() >= want {
+                return Ok(());
+            }
+            match self.uring.submit_and_wait(want) {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+                    ) && retries < ENTER_RETRIES_MAX =>
+                {
+                    retries += 1;
+                }
+                Err(e) => return Err(op_error("io_uring_enter", -1, 0, e)),
+            }
+        }
+    }
+
+    /// After `io_uring_enter` failed: reports every write failed. Their
+    /// buffers stay in their slots (the kernel may still own them) and are
+    /// released by `Drop`; the caller gets empty buffers back.
+    fn fail_all(&mut self, e: io::Error) -> Vec<(u64, io::Result<()>, AlignedBuf)> {
+        let kind = e.kind();
+        let text = e.to_string();
+        self.slots
+            .iter()
+            .flatten()
+            .map(|w| {
+                (
+                    w.token,
+                    Err(io::Error::new(kind, text.clone())),
+                    AlignedBuf::zeroed(0),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for DurableWriter {
+    fn drop(&mut self) {
+        // The kernel may still read buffers of writes in flight: reap them
+        // all before the slots (and buffers) are freed.
+        while self.slots.iter().any(Option::is_some) {
+            if self.enter(1).is_err() {
+                eprintln!("DurableWriter dropped with writes in flight and a failing ring");
+                std::process::abort();
+            }
+            let completions: Vec<u64> = self.uring.completion().map(|c| c.user_data()).collect();
+            for slot in completions {
+                if let Some(s) = self.slots.get_mut(slot as usize) {
+                    *s = None;
+                }
+            }
+        }
+    }
+}
+
 /// Allocates disk space for `[0, len)` of `fd` (fallocate mode 0): a full
 /// disk shows up here, not when the space is written later. Returns the
 /// errno, 0 on success.

@@ -224,6 +224,27 @@ impl SegmentDir {
             .open(&path)
             .map_err(|e| io_error("open", &path, e))
     }
+
+    /// Opens an existing segment for the flusher's durable writes:
+    /// `O_DIRECT | O_DSYNC`, or only `O_DSYNC` on a file system that refuses
+    /// `O_DIRECT` (`EINVAL`, e.g. an old tmpfs). Returns whether it is direct.
+    pub fn open_dsync(&self, segno: SegmentNo) -> Result<(File, bool), WalError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.existing(segno).unwrap_or_else(|| self.path(segno));
+        let open = |flags: i32| {
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(flags)
+                .open(&path)
+        };
+        match open(libc::O_DIRECT | libc::O_DSYNC) {
+            Ok(f) => Ok((f, true)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(libc::O_DSYNC)
+                .map(|f| (f, false))
+                .map_err(|e| io_error("open", &path, e)),
+            Err(e) => Err(io_error("open", &path, e)),
+        }
+    }
 }
 
 /// Writes zeros over `[from, to)` of `file` (not synced).
