@@ -4,8 +4,11 @@
 //!     file, one at a time: what one durable write costs on this disk;
 //! (b) `Wal::append` of a 100-byte record group + `wait_flushed_blocking`,
 //!     one thread: the latency of a lone committer;
-//! (c) the same from 8 threads (holding an external mutex around
-//!     `insert_position` + `append`, as the engine will): group commit.
+//! (c) the same from 8 and from 64 threads (holding an external mutex
+//!     around `insert_position` + `append`, as the engine does): group
+//!     commit;
+//! (d) raw baseline of the flusher's mechanism: 4 KiB O_DIRECT|O_DSYNC
+//!     writes to a preallocated file, one at a time.
 //! Throughput is in commits (elements). After (b) and (c) the mean batch
 //! size (groups per flush) is printed to stderr.
 //!
@@ -23,7 +26,6 @@ use tandem::wal::record::Record;
 use tandem::wal::{Wal, WalConfig};
 
 const RAW_FILE_BYTES: u64 = 16 << 20;
-const THREADS: u64 = 8;
 
 /// A 100-byte group: a leaf put with a 41-byte value and a commit.
 fn group(next: Lsn, prev: Lsn) -> (Vec<u8>, Lsn) {
@@ -109,17 +111,17 @@ fn one_thread(c: &mut Criterion) {
     wal.shutdown().unwrap();
 }
 
-fn eight_threads(c: &mut Criterion) {
+fn many_threads(c: &mut Criterion, threads: u64) {
     let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
     let wal = open_wal(dir.path());
     let lock = Arc::new(Mutex::new(()));
     let mut g = c.benchmark_group("wal_append");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("append_100b_wait_8threads", |b| {
+    g.bench_function(format!("append_100b_wait_{threads}threads"), |b| {
         b.iter_custom(|iters| {
-            let per_thread = iters.div_ceil(THREADS);
-            let barrier = Arc::new(Barrier::new(THREADS as usize + 1));
-            let threads: Vec<_> = (0..THREADS)
+            let per_thread = iters.div_ceil(threads);
+            let barrier = Arc::new(Barrier::new(threads as usize + 1));
+            let workers: Vec<_> = (0..threads)
                 .map(|_| {
                     let (wal, lock, barrier) = (wal.clone(), lock.clone(), barrier.clone());
                     std::thread::spawn(move || {
@@ -132,18 +134,57 @@ fn eight_threads(c: &mut Criterion) {
                 .collect();
             barrier.wait();
             let began = Instant::now();
-            for t in threads {
+            for t in workers {
                 t.join().unwrap();
             }
             // Per commit: scale to what `iters` commits took.
             began
                 .elapsed()
-                .mul_f64(iters as f64 / (per_thread * THREADS) as f64)
+                .mul_f64(iters as f64 / (per_thread * threads) as f64)
         })
     });
     g.finish();
-    report("8 threads", &wal);
+    report(&format!("{threads} threads"), &wal);
     wal.shutdown().unwrap();
+}
+
+fn eight_threads(c: &mut Criterion) {
+    many_threads(c, 8);
+}
+
+fn sixty_four_threads(c: &mut Criterion) {
+    many_threads(c, 64);
+}
+
+fn raw_direct_dsync(c: &mut Criterion) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let path = dir.path().join("raw-direct");
+    let zeros = vec![0u8; 1 << 20];
+    {
+        let f = std::fs::File::create(&path).unwrap();
+        for off in (0..RAW_FILE_BYTES).step_by(zeros.len()) {
+            f.write_all_at(&zeros, off).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+        .open(&path)
+        .unwrap();
+    let mut block = tandem::io::AlignedBuf::zeroed(4096);
+    block.as_mut_slice().fill(1);
+    let mut off = 0u64;
+    let mut g = c.benchmark_group("wal_append");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("raw_direct_dsync_4k", |b| {
+        b.iter(|| {
+            file.write_all_at(block.as_slice(), off).unwrap();
+            off = (off + 4096) % RAW_FILE_BYTES;
+        })
+    });
+    g.finish();
 }
 
 criterion_group! {
@@ -152,6 +193,6 @@ criterion_group! {
         .sample_size(30)
         .measurement_time(Duration::from_secs(5))
         .warm_up_time(Duration::from_secs(1));
-    targets = raw_baseline, one_thread, eight_threads
+    targets = raw_baseline, raw_direct_dsync, one_thread, eight_threads, sixty_four_threads
 }
 criterion_main!(benches);

@@ -7,9 +7,14 @@
 //! call returns. That is the whole ownership story behind the `// SAFETY:`
 //! comments below.
 //!
+//! The exception is [`DurableWriter`], the WAL flusher's queue of
+//! `O_DSYNC` writes: it keeps several in flight and owns each buffer (an
+//! [`AlignedBuf`], moved in at submission) until its completion is reaped,
+//! in `wait` or, for writes still in flight, in `Drop`.
+//!
 //! Who uses it:
-//! - the WAL flusher thread (`wal::flusher`): [`Ring::write_and_sync`], one
-//!   linked chain of writes followed by fdatasyncs per group commit;
+//! - the WAL flusher thread (`wal::flusher`): [`DurableWriter`], one
+//!   O_DIRECT|O_DSYNC write per segment a group commit touches;
 //! - the WAL segment preparer (`wal::segment`): zero-filling new segments;
 //! - later the buffer pool: [`Ring::read_pages`] and [`Ring::write_batch`].
 //!

@@ -91,12 +91,13 @@ impl Histogram {
 /// Counters of one `Wal`.
 #[derive(Debug)]
 pub struct WalMetrics {
-    /// fdatasync operations completed (one per segment file per batch).
+    /// Durable (O_DSYNC) writes completed: one per segment a batch touches.
+    /// (Named after the fdatasyncs they replace; scripts read the name.)
     pub fsyncs: AtomicU64,
-    /// Time of one batch's linked write+fdatasync chain, microseconds.
+    /// Time of one durable write, submission to completion, microseconds.
     pub fsync_latency_us: Histogram,
     pub bytes_written: AtomicU64,
-    /// Flushes (one `write_and_sync` each).
+    /// Flushes: batches taken from the pending buffer.
     pub batches: AtomicU64,
     pub batch_bytes: Histogram,
     pub batch_groups: Histogram,
@@ -127,7 +128,7 @@ impl WalMetrics {
         counter(
             out,
             "tandem_wal_fsyncs_total",
-            "WAL fdatasyncs completed",
+            "WAL durable writes (O_DSYNC) completed",
             self.fsyncs.load(Ordering::Relaxed),
         );
         counter(
@@ -151,7 +152,7 @@ impl WalMetrics {
         histogram(
             out,
             "tandem_wal_fsync_latency_seconds",
-            "Time of one flush's linked write and fdatasync",
+            "Time of one durable WAL write (O_DIRECT|O_DSYNC), submission to completion",
             &secs,
             &self.fsync_latency_us.bucket_counts(),
             self.fsync_latency_us.sum() as f64 / 1e6,

@@ -7,8 +7,8 @@
 //!   whole and chained) and then [`Wal::wait_flushed`] (async, on a compio
 //!   runtime) or [`Wal::wait_flushed_blocking`];
 //! - the `wal-flusher` thread (`flusher.rs`, pinned when configured) writes
-//!   and fdatasyncs everything pending as one io_uring chain and publishes
-//!   the flushed LSN;
+//!   everything pending as O_DIRECT|O_DSYNC writes on its io_uring and
+//!   publishes the flushed LSN;
 //! - the `wal-prepare` thread (`preparer.rs`) makes segment files ahead of
 //!   the insert position so neither appenders nor the flusher wait on file
 //!   creation in the common case;
