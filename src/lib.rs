@@ -6,7 +6,8 @@
 //! - WAL flusher: [`wal`] (group commit through io_uring, [`io`]);
 //! - checkpointer (background core): [`engine::Engine::checkpoint`];
 //! - start-up: [`engine::recovery`] redoes the WAL with [`redo`];
-//! - WAL sender / receiver: [`replication`] (frames, auth, sync commit).
+//! - WAL sender / receiver: [`replication`] (frames, auth, sync commit);
+//! - `tandemctl` (another process): [`ctl`] (RESP client, node processes).
 //!
 //! Invariants, and where they are asserted:
 //! - published LSNs only grow (`wal`);
@@ -22,6 +23,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
+pub mod ctl;
 pub mod engine;
 pub mod ids;
 pub mod io;

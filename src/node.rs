@@ -45,6 +45,8 @@ pub enum NodeError {
     },
     #[error("data directory {dir} holds an interrupted build: it needs a build (tandem build --from HOST:PORT --data-dir {dir})")]
     NeedsBuild { dir: String },
+    #[error("data directory {dir}: timeline history: {reason}")]
+    History { dir: String, reason: String },
     #[error("standby data directory {dir} has no readable upstream file: {source}")]
     NoUpstream { dir: String, source: std::io::Error },
     #[error("cannot start thread {name}: {source}")]
@@ -199,6 +201,12 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         config.synchronous_standby_names.clone(),
         config.most_available_sync,
     ));
+    let history =
+        crate::replication::timeline::load(&config.data_dir.join("wal"), engine.timeline())
+            .map_err(|e| NodeError::History {
+                dir: config.data_dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
     let mut repl = ReplContext::new(
         engine.clone(),
         config
@@ -212,6 +220,9 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         sync,
         config.max_wal_retention,
     );
+    *repl.history.get_mut() = history;
+    repl.repl_addr = config.repl_listen.to_string();
+    repl.peers = config.peers.clone();
     repl.wal_sender_timeout = (config.wal_sender_timeout_ms > 0)
         .then(|| Duration::from_millis(config.wal_sender_timeout_ms));
     let repl = Arc::new(repl);
@@ -245,6 +256,12 @@ pub fn run(config: Config) -> Result<(), NodeError> {
             source,
         })?;
     tracing::info!(%repl_bound, "replication port listening");
+    crate::replication::receiver::start(repl.clone(), None).map_err(|source| {
+        NodeError::Thread {
+            name: "wal-receiver".into(),
+            source,
+        }
+    })?;
     if node.is_standby() {
         let path = node
             .config
@@ -257,13 +274,17 @@ pub fn run(config: Config) -> Result<(), NodeError> {
             })?
             .trim()
             .to_string();
-        crate::replication::receiver::start(repl.clone(), upstream.clone(), None).map_err(
-            |source| NodeError::Thread {
-                name: "wal-receiver".into(),
-                source,
-            },
-        )?;
+        repl.receiver.follow(upstream.clone());
         tracing::info!(%upstream, "starting as a standby");
+    } else if !repl.peers.is_empty() && !engine.created() {
+        // A restarted primary that knows peers must not take writes until
+        // one confirms no newer timeline exists (DESIGN.md section 4).
+        engine.set_write_block(Some(crate::engine::WriteBlock::Pending));
+        tracing::warn!(peers = ?repl.peers, "starting pending (read-only) until a peer confirms this node is still the primary");
+        crate::replication::pending::start(repl.clone()).map_err(|source| NodeError::Thread {
+            name: "peer-probe".into(),
+            source,
+        })?;
     }
     crate::server::listener::start(&node)?;
     let (ckpt_stop_tx, ckpt_stop_rx) = bounded::<()>(1);

@@ -72,6 +72,8 @@ pub enum EngineError {
     ShuttingDown,
     #[error("this node is a standby: it does not take writes")]
     ReadOnly,
+    #[error("writes are blocked on this node: {0}")]
+    WritesBlocked(WriteBlock),
     #[error("internal error: {0}")]
     Bug(&'static str),
 }
@@ -104,6 +106,52 @@ impl From<WalError> for EngineError {
     }
 }
 
+/// Why a primary refuses writes for now (the role stays primary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WriteBlock {
+    /// Handing the primary role over (switchover): in-flight commits finish,
+    /// new writes go to the new primary.
+    Switchover = 1,
+    /// Restarted with peers: waiting for one to confirm no newer timeline
+    /// exists (DESIGN.md section 4, pending mode).
+    Pending = 2,
+    /// Learned of a newer timeline its WAL went past: it needs a build.
+    NeedsBuild = 3,
+}
+
+impl WriteBlock {
+    fn from_u8(v: u8) -> Option<WriteBlock> {
+        match v {
+            1 => Some(WriteBlock::Switchover),
+            2 => Some(WriteBlock::Pending),
+            3 => Some(WriteBlock::NeedsBuild),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for WriteBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteBlock::Switchover => "switchover in progress",
+            WriteBlock::Pending => {
+                "pending: waiting for a peer to confirm this node is still the primary"
+            }
+            WriteBlock::NeedsBuild => "this node needs a build",
+        })
+    }
+}
+
+/// What a standby found when it replayed the rest of its WAL to promote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayEnd {
+    /// End of the WAL (after any incomplete group): the switch LSN.
+    pub wal_end: Lsn,
+    /// True when the WAL ends inside a group (its primary died mid-send).
+    pub partial_group: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub data_dir: PathBuf,
@@ -134,10 +182,14 @@ pub struct Engine {
     wal: Arc<Wal>,
     pool_stats: Arc<PoolStats>,
     system_id: SystemId,
-    timeline: TimelineId,
+    timeline: std::sync::atomic::AtomicU32,
     checkpoints: std::sync::atomic::AtomicU64,
     data_dir: PathBuf,
     is_standby: std::sync::atomic::AtomicBool,
+    /// 0 or a [`WriteBlock`]; read by `execute` under the state lock.
+    write_block: std::sync::atomic::AtomicU8,
+    /// The data directory was created by this start (not a restart).
+    created: bool,
 }
 
 /// Where recovery from a checkpoint starts: the first record's LSN and
@@ -175,7 +227,8 @@ impl Engine {
                 source,
             })
         })?;
-        let mut control = if control_path.exists() {
+        let created = !control_path.exists();
+        let mut control = if !created {
             ControlFile::open(&control_path)?
         } else {
             let data = ControlData {
@@ -245,10 +298,12 @@ impl Engine {
             wal,
             pool_stats,
             system_id: cd.system_id,
-            timeline: cd.timeline,
+            timeline: std::sync::atomic::AtomicU32::new(cd.timeline.0),
             checkpoints: Default::default(),
             data_dir: cfg.data_dir.clone(),
             is_standby: std::sync::atomic::AtomicBool::new(cd.role == Role::Standby),
+            write_block: Default::default(),
+            created,
         });
         if meta.is_none() && cd.role == Role::Primary {
             engine.bootstrap()?;
@@ -299,6 +354,9 @@ impl Engine {
         }
         if st.role == Role::Standby {
             return Err(EngineError::ReadOnly);
+        }
+        if let Some(block) = self.write_block() {
+            return Err(EngineError::WritesBlocked(block));
         }
         let end = self.wal.append(&out.wal, out.last_record)?;
         debug_assert_eq!(end, next.add(out.wal.len() as u64));
@@ -459,7 +517,144 @@ impl Engine {
     }
 
     pub fn timeline(&self) -> TimelineId {
+        TimelineId(self.timeline.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// True when this start created the data directory (a new cluster).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    pub fn write_block(&self) -> Option<WriteBlock> {
+        WriteBlock::from_u8(self.write_block.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Blocks (or with `None` allows) writes. Taking the state lock orders
+    /// it with `execute`: once this returns, no write that has not yet
+    /// appended will append, so `wal().inserted()` bounds every write.
+    pub fn set_write_block(&self, block: Option<WriteBlock>) {
+        let _st = self.state.lock();
+        self.write_block.store(
+            block.map_or(0, |b| b as u8),
+            std::sync::atomic::Ordering::Release,
+        );
+    }
+
+    /// Standby about to promote (its WAL receiver stopped): applies every
+    /// complete group between the applied position and the end of the
+    /// local WAL, and says whether the WAL ends inside a group.
+    pub fn replay_to_wal_end(&self) -> Result<ReplayEnd, EngineError> {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        assert_eq!(st.role, Role::Standby, "replay_to_wal_end on a primary");
+        let (wal_end, _) = self.wal.insert_position();
+        self.wal.wait_flushed_blocking(wal_end)?;
+        let (from, from_prev) = st.applied;
+        let mut reader = crate::wal::reader::WalReader::open(
+            &self.data_dir.join("wal"),
+            self.wal.config().segment_bytes,
+            self.timeline(),
+            from,
+            from_prev,
+        )?;
+        let mut group: Vec<(Lsn, OwnedRecordBytes)> = Vec::new();
+        while let Some((lsn, rec)) = reader.next()? {
+            if lsn >= wal_end {
+                break;
+            }
+            let end = lsn.add(rec.bytes().len() as u64);
+            match rec.record() {
+                crate::wal::record::Record::Commit { .. } => {
+                    recovery::apply_group(&mut st.pool, &group)?;
+                    group.clear();
+                    st.applied = (end, lsn);
+                }
+                crate::wal::record::Record::Abort => {
+                    group.clear();
+                    st.applied = (end, lsn);
+                }
+                _ => group.push((lsn, rec)),
+            }
+        }
+        if let Some(meta) = Meta::read(st.pool.get(PageNo::META)?.0)? {
+            st.meta = meta;
+        }
+        Ok(ReplayEnd {
+            wal_end,
+            partial_group: st.applied.0 < wal_end,
+        })
+    }
+
+    /// Standby to primary on timeline `tli` (after [`replay_to_wal_end`];
+    /// the history file of `tli` must already be durable). With
+    /// `abort_partial`, first ends the incomplete group at the WAL's end
+    /// with an `Abort` record so new groups never chain on to it. The
+    /// control file says primary on `tli` when this returns.
+    ///
+    /// [`replay_to_wal_end`]: Engine::replay_to_wal_end
+    pub fn become_primary(&self, tli: TimelineId, abort_partial: bool) -> Result<Lsn, EngineError> {
+        let mut st = self.state.lock();
+        assert_eq!(st.role, Role::Standby, "become_primary on a primary");
+        assert!(tli > self.timeline(), "a promotion starts a newer timeline");
+        if abort_partial {
+            let (next, prev) = self.wal.insert_position();
+            let mut rec = Vec::new();
+            crate::wal::record::Record::Abort.encode_into(prev, &mut rec);
+            let end = self.wal.append(&rec, next)?;
+            self.wal.wait_flushed_blocking(end)?;
+            st.applied = (end, next);
+        }
+        debug_assert_eq!(st.applied.0, self.wal.insert_position().0);
         self.timeline
+            .store(tli.0, std::sync::atomic::Ordering::Release);
+        st.role = Role::Primary;
+        self.is_standby
+            .store(false, std::sync::atomic::Ordering::Release);
+        let mut control = self.control.lock();
+        let cd = control.data();
+        control.write(ControlData {
+            role: Role::Primary,
+            timeline: tli,
+            ..cd
+        })?;
+        Ok(self.wal.insert_position().0)
+    }
+
+    /// Primary to standby (switchover: writes are blocked and the node
+    /// will follow the new primary from the end of its WAL, which is
+    /// flushed first). Returns that end.
+    pub fn become_standby(&self) -> Result<Lsn, EngineError> {
+        let mut st = self.state.lock();
+        assert_eq!(st.role, Role::Primary, "become_standby on a standby");
+        let (end, last) = self.wal.insert_position();
+        self.wal.wait_flushed_blocking(end)?;
+        st.applied = (end, last);
+        st.role = Role::Standby;
+        self.is_standby
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.write_block
+            .store(0, std::sync::atomic::Ordering::Release);
+        let mut control = self.control.lock();
+        let cd = control.data();
+        control.write(ControlData {
+            role: Role::Standby,
+            ..cd
+        })?;
+        Ok(end)
+    }
+
+    /// Standby adopting a newer timeline (its history file is durable).
+    pub fn set_timeline(&self, tli: TimelineId) -> Result<(), EngineError> {
+        let _st = self.state.lock();
+        self.timeline
+            .store(tli.0, std::sync::atomic::Ordering::Release);
+        let mut control = self.control.lock();
+        let cd = control.data();
+        control.write(ControlData {
+            timeline: tli,
+            ..cd
+        })?;
+        Ok(())
     }
 
     pub fn checkpoints(&self) -> u64 {

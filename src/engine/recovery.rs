@@ -47,8 +47,13 @@ pub fn redo(
     };
     let mut group: Vec<(Lsn, OwnedRecordBytes)> = Vec::new();
     while let Some((lsn, rec)) = reader.next()? {
-        if matches!(rec.record(), Record::Commit { .. }) {
-            apply_group(pool, &group)?;
+        let record = rec.record();
+        if matches!(record, Record::Commit { .. } | Record::Abort) {
+            if matches!(record, Record::Commit { .. }) {
+                apply_group(pool, &group)?;
+            } else {
+                tracing::info!(at = %lsn, records = group.len(), "skipping a group ended by an abort record");
+            }
             group.clear();
             end = RecoveryEnd {
                 next: lsn.add(rec.bytes().len() as u64),

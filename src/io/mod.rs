@@ -480,6 +480,22 @@ pub fn try_lock_exclusive(fd: RawFd) -> bool {
     unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
+/// Sends signal `sig` to the single process `pid` (kill(2)); `tandemctl`
+/// uses it to stop a node immediately. Refuses pid 0 and pids that do not
+/// fit a `pid_t`, which kill(2) would take as process groups.
+pub fn signal_process(pid: u32, sig: i32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill takes no buffers; `pid` is positive, so one process.
+    if unsafe { libc::kill(pid, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,7 +80,7 @@ pub fn apply(p: &mut [u8; PAGE_BYTES], lsn: Lsn, rec: &Record<'_>) -> Result<(),
             p[HEADER_BYTES..HEADER_BYTES + body.len()].copy_from_slice(body);
             page::set_lower(p, (HEADER_BYTES + body.len()) as u16);
         }
-        Record::Commit { .. } => return Err(ApplyError::NoPage { lsn }),
+        Record::Commit { .. } | Record::Abort => return Err(ApplyError::NoPage { lsn }),
     }
     page::set_lsn(p, lsn);
     Ok(())

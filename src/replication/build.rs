@@ -60,6 +60,10 @@ pub async fn serve(ctx: &ReplContext, peer: &Peer, w: &mut FrameWriter) -> Resul
             page_count,
         })
         .await?;
+        let history = ctx.history.lock().clone();
+        if !history.switches().is_empty() {
+            w.send(&Message::TimelineSwitch { history }).await?;
+        }
         let file = File::open(engine.data_dir().join("pages")).map_err(ConnError::Io)?;
         // Page reads go through io_uring; a 512 KiB read from the page cache
         // blocks this sender thread for tens of microseconds at most.
@@ -215,6 +219,15 @@ async fn receive(opts: &BuildOptions) -> Result<BuildSummary, BuildError> {
                     first_page as u64 * PAGE_BYTES as u64,
                 )?;
                 bytes += pages.len() as u64;
+            }
+            Message::TimelineSwitch { history } => {
+                if history.current() != timeline {
+                    return Err(BuildError::Other(format!(
+                        "the source sent the history of timeline {}, its base is on {timeline}",
+                        history.current()
+                    )));
+                }
+                super::timeline::write(&wal_dir, &history)?;
             }
             Message::BuildWal { start, bytes: wal } => {
                 if start != next {

@@ -1,6 +1,12 @@
 //! State the replication tasks of one node share: identity, the secret,
 //! the standby table (primary side), the upstream status (standby side),
-//! synchronous-commit horizons, and WAL retention pins.
+//! synchronous-commit horizons, WAL retention pins, the timeline history,
+//! the WAL receiver's controls and why the node needs a build, if it does.
+//!
+//! `epoch` grows with every role or timeline change; a WAL sender that
+//! sees it move ends its stream, so its standby reconnects and learns the
+//! new timeline in the handshake (never WAL of a timeline it has not
+//! adopted).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,8 +14,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::receiver::ReceiverControl;
 use super::status::{Standbys, Upstream};
 use super::sync_wait::SyncRep;
+use super::timeline::TimelineHistory;
 use crate::engine::Engine;
 use crate::ids::Lsn;
 use crate::wal::segment::SegmentDir;
@@ -37,6 +45,26 @@ pub struct ReplContext {
     /// LSNs pinned by running builds (WAL from there on must stay).
     build_pins: Mutex<Vec<(u64, Lsn)>>,
     next_id: AtomicU64,
+    /// The history of the node's current timeline (`engine.timeline()`).
+    pub history: Mutex<TimelineHistory>,
+    /// Role or timeline changes so far (see the module doc).
+    pub epoch: AtomicU64,
+    pub receiver: ReceiverControl,
+    /// Set when the node learned it cannot stream on without a build.
+    pub needs_build: Mutex<Option<NeedsBuild>>,
+    /// This node's replication address (as peers reach it).
+    pub repl_addr: String,
+    /// Replication addresses of the other nodes (config `peers`).
+    pub peers: Vec<String>,
+}
+
+/// Why a node needs a build, for INFO and `tandemctl query`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeedsBuild {
+    pub reason: String,
+    /// First LSN at which this node's WAL may differ from the cluster's
+    /// (when known: a divergence found through timeline histories).
+    pub divergence: Option<Lsn>,
 }
 
 impl ReplContext {
@@ -63,7 +91,26 @@ impl ReplContext {
             wal_sender_timeout: None,
             build_pins: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            history: Mutex::new(TimelineHistory::new()),
+            epoch: AtomicU64::new(0),
+            receiver: ReceiverControl::default(),
+            needs_build: Mutex::new(None),
+            repl_addr: String::new(),
+            peers: Vec::new(),
         }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A role or timeline change: streams of the old epoch end.
+    pub fn bump_epoch(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn needs_build(&self) -> Option<NeedsBuild> {
+        self.needs_build.lock().clone()
     }
 
     pub fn next_id(&self) -> u64 {

@@ -35,7 +35,7 @@
 //!           "rest" = up to the end of the payload, its length is
 //!           payload_len minus the fixed fields; bool = u8 0 or 1)
 //!   1 Hello          protocol_version u32 | system_id u64 | timeline u32 |
-//!                    start_lsn u64 | purpose u8 (1 Stream, 2 Build) |
+//!                    start_lsn u64 | purpose u8 (1 Stream, 2 Build, 3 Probe) |
 //!                    name_len u8 | name (1..=64 bytes, see name_is_valid)
 //!                    = 26 + name_len bytes                   standby -> primary
 //!   2 Challenge      nonce [32] | system_id u64 | timeline u32 |
@@ -47,6 +47,9 @@
 //!                  client_addr: the primary's RESP address (READONLY replies name it)
 //!   5 Refuse         code u8 (RefuseCode) | message_len u16 |
 //!                    message (UTF-8, <= 1024 bytes) = 3 + n  either way
+//!   6 PeerStatus     role u8 (PeerRole) | flushed u64 | history (rest: a
+//!                    timeline history file, see timeline.rs)
+//!                                      = 9 + n  answer to a Probe, then close
 //!  16 WalData        start u64 | end_of_flushed u64 | bytes (rest,
 //!                    <= WAL_DATA_BYTES_MAX; start + len <= end_of_flushed)
 //!                                                 = 16 + n   primary -> standby
@@ -56,8 +59,10 @@
 //!                                                 = 41 bytes standby -> primary
 //!  18 Keepalive      flushed u64 | time_us u64 | reply_requested bool
 //!                                                 = 17 bytes primary -> standby
-//!  19 TimelineSwitch new_timeline u32 | switch_lsn u64
-//!                                                 = 12 bytes primary -> standby
+//!  19 TimelineSwitch history (rest: the primary's timeline history file,
+//!                    see timeline.rs; sent after AuthOk to a standby on
+//!                    an older timeline, or after BuildStart on timeline > 1)
+//!                                                 = n bytes  primary -> standby
 //!  32 BuildStart     system_id u64 | timeline u32 | redo_lsn u64 |
 //!                    redo_prev u64 | segment_bytes u64 (power of two) |
 //!                    page_count u32 (redo_prev <= redo_lsn)
@@ -74,6 +79,7 @@
 //! refuses (`RefuseCode::Protocol`) a version it does not speak. Kinds are
 //! grouped: 1..=15 handshake, 16..=31 streaming, 32..=47 build.
 
+use super::timeline::TimelineHistory;
 use crate::ids::{Lsn, SystemId, TimelineId};
 use crate::page::PAGE_BYTES;
 
@@ -111,6 +117,7 @@ pub enum MessageKind {
     AuthResponse = 3,
     AuthOk = 4,
     Refuse = 5,
+    PeerStatus = 6,
     WalData = 16,
     StandbyStatus = 17,
     Keepalive = 18,
@@ -129,6 +136,7 @@ impl MessageKind {
             3 => MessageKind::AuthResponse,
             4 => MessageKind::AuthOk,
             5 => MessageKind::Refuse,
+            6 => MessageKind::PeerStatus,
             16 => MessageKind::WalData,
             17 => MessageKind::StandbyStatus,
             18 => MessageKind::Keepalive,
@@ -150,6 +158,9 @@ pub enum Purpose {
     Stream = 1,
     /// Receive a full build (pages, then WAL to consistency).
     Build = 2,
+    /// Ask for the node's role, timeline and history (`PeerStatus`): a
+    /// pending node asking its peers whether a newer timeline exists.
+    Probe = 3,
 }
 
 impl Purpose {
@@ -157,6 +168,7 @@ impl Purpose {
         match v {
             1 => Some(Purpose::Stream),
             2 => Some(Purpose::Build),
+            3 => Some(Purpose::Probe),
             _ => None,
         }
     }
@@ -177,6 +189,31 @@ pub enum RefuseCode {
     Protocol = 5,
     ShuttingDown = 6,
     TooManyStandbys = 7,
+    /// The node is pending or needs a build itself: it serves no WAL.
+    NotReady = 8,
+}
+
+/// What a node is, as `PeerStatus` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PeerRole {
+    Primary = 1,
+    Standby = 2,
+    /// Restarted primary waiting for a peer to confirm its role.
+    Pending = 3,
+    NeedsBuild = 4,
+}
+
+impl PeerRole {
+    fn from_u8(v: u8) -> Option<PeerRole> {
+        Some(match v {
+            1 => PeerRole::Primary,
+            2 => PeerRole::Standby,
+            3 => PeerRole::Pending,
+            4 => PeerRole::NeedsBuild,
+            _ => return None,
+        })
+    }
 }
 
 impl RefuseCode {
@@ -189,6 +226,7 @@ impl RefuseCode {
             5 => RefuseCode::Protocol,
             6 => RefuseCode::ShuttingDown,
             7 => RefuseCode::TooManyStandbys,
+            8 => RefuseCode::NotReady,
             _ => return None,
         })
     }
@@ -242,10 +280,15 @@ pub enum Message {
         time_us: u64,
         reply_requested: bool,
     },
-    /// Reserved for failover: the primary's history forks at `switch_lsn`.
+    /// The primary's timeline history: the standby adopts it when its own
+    /// timeline ended at or after the end of its WAL, else it needs a build.
     TimelineSwitch {
-        new_timeline: TimelineId,
-        switch_lsn: Lsn,
+        history: TimelineHistory,
+    },
+    PeerStatus {
+        role: PeerRole,
+        flushed: Lsn,
+        history: TimelineHistory,
     },
     BuildStart {
         system_id: SystemId,
@@ -359,6 +402,7 @@ impl Message {
             Message::StandbyStatus { .. } => MessageKind::StandbyStatus,
             Message::Keepalive { .. } => MessageKind::Keepalive,
             Message::TimelineSwitch { .. } => MessageKind::TimelineSwitch,
+            Message::PeerStatus { .. } => MessageKind::PeerStatus,
             Message::BuildStart { .. } => MessageKind::BuildStart,
             Message::BuildPages { .. } => MessageKind::BuildPages,
             Message::BuildWal { .. } => MessageKind::BuildWal,
@@ -482,12 +526,15 @@ impl Message {
                 out.extend_from_slice(&time_us.to_le_bytes());
                 out.push(u8::from(*reply_requested));
             }
-            Message::TimelineSwitch {
-                new_timeline,
-                switch_lsn,
+            Message::TimelineSwitch { history } => out.extend_from_slice(&history.encode()),
+            Message::PeerStatus {
+                role,
+                flushed,
+                history,
             } => {
-                out.extend_from_slice(&new_timeline.0.to_le_bytes());
-                out.extend_from_slice(&switch_lsn.0.to_le_bytes());
+                out.push(*role as u8);
+                out.extend_from_slice(&flushed.0.to_le_bytes());
+                out.extend_from_slice(&history.encode());
             }
             Message::BuildStart {
                 system_id,
@@ -638,8 +685,12 @@ impl Message {
                 reply_requested: r.bool("reply_requested")?,
             },
             MessageKind::TimelineSwitch => Message::TimelineSwitch {
-                new_timeline: TimelineId(r.u32()?),
-                switch_lsn: Lsn(r.u64()?),
+                history: r.history()?,
+            },
+            MessageKind::PeerStatus => Message::PeerStatus {
+                role: PeerRole::from_u8(r.u8()?).ok_or(r.bad("role", "unknown role"))?,
+                flushed: Lsn(r.u64()?),
+                history: r.history()?,
             },
             MessageKind::BuildStart => {
                 let system_id = SystemId(r.u64()?);
@@ -789,6 +840,13 @@ impl<'a> Reader<'a> {
 
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)
+    }
+
+    /// The rest of the payload as a timeline history (checksummed, linear).
+    fn history(&mut self) -> Result<TimelineHistory, FrameError> {
+        let bytes = self.rest();
+        TimelineHistory::decode(bytes)
+            .map_err(|_| self.bad("history", "not a valid timeline history"))
     }
 
     fn name(&mut self, field: &'static str) -> Result<String, FrameError> {
@@ -960,8 +1018,29 @@ mod tests {
         proptest::collection::vec(any::<u8>(), 0..max)
     }
 
+    /// A linear history of up to three switches.
+    fn arb_history() -> impl Strategy<Value = TimelineHistory> {
+        proptest::collection::vec((1u32..5, 0u64..1 << 20), 0..3).prop_map(|steps| {
+            let mut h = TimelineHistory::new();
+            let (mut tli, mut lsn) = (1u32, 0u64);
+            for (dt, dl) in steps {
+                let next = tli + dt;
+                lsn += dl;
+                h.append(crate::replication::timeline::Switch {
+                    timeline: TimelineId(next),
+                    parent: TimelineId(tli),
+                    switch_lsn: Lsn(lsn),
+                    reason: "promote".into(),
+                    time_us: 1,
+                });
+                tli = next;
+            }
+            h
+        })
+    }
+
     fn arb_refuse_code() -> impl Strategy<Value = RefuseCode> {
-        (1u8..=7).prop_map(|c| RefuseCode::from_u8(c).unwrap())
+        (1u8..=8).prop_map(|c| RefuseCode::from_u8(c).unwrap())
     }
 
     /// Four ordered LSNs, largest first.
@@ -1031,9 +1110,13 @@ mod tests {
                     reply_requested: r,
                 }
             }),
-            (any::<u32>(), arb_lsn()).prop_map(|(t, switch_lsn)| Message::TimelineSwitch {
-                new_timeline: TimelineId(t),
-                switch_lsn,
+            arb_history().prop_map(|history| Message::TimelineSwitch { history }),
+            (1u8..=4, arb_lsn(), arb_history()).prop_map(|(r, flushed, history)| {
+                Message::PeerStatus {
+                    role: PeerRole::from_u8(r).unwrap(),
+                    flushed,
+                    history,
+                }
             }),
             (
                 any::<u64>(),

@@ -14,6 +14,18 @@
 //! Errors: a refusal with `NeedsBuild` (or another cluster's system id)
 //! stops the receiver and the node reports `needs_build`; other errors
 //! reconnect with backoff.
+//!
+//! Timelines: an upstream on a newer timeline sends its history
+//! (`TimelineSwitch`) before any WAL. If our timeline ended at or after
+//! the end of our WAL we adopt the history (history file first, then the
+//! control file) and stream on; otherwise our WAL went past the switch and
+//! the node needs a build, with the divergence LSN in INFO.
+//!
+//! Control ([`ReceiverControl`]): the thread lives as long as the node and
+//! streams while an upstream is set. `follow` points it at another
+//! upstream and `stop` (promotion) ends the stream and waits until the
+//! receiver is out of it; both kick the running stream at once (no
+//! polling).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +36,7 @@ use std::time::{Duration, Instant};
 use super::conn::{self, ConnError, FrameReader, FrameWriter};
 use super::context::ReplContext;
 use super::frame::{Message, Purpose, RefuseCode};
+use super::kick::{until_kicked, Kick};
 use super::sender::now_us;
 use super::status::{LinkState, UpstreamStatus};
 use super::wal_range;
@@ -35,19 +48,76 @@ use crate::wal::FlushWait;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Starts the `wal-receiver` thread streaming from `upstream`.
-pub fn start(ctx: Arc<ReplContext>, upstream: String, core: Option<usize>) -> std::io::Result<()> {
-    let applied = ctx.engine.applied_lsn();
-    ctx.upstream.set(UpstreamStatus {
-        upstream: upstream.clone(),
-        primary_client_addr: String::new(),
-        state: LinkState::Connecting,
-        received: applied,
-        written: applied,
-        flushed: applied,
-        applied,
-        last_error: None,
-    });
+/// How long `ReceiverControl::stop` waits for the receiver to leave its
+/// stream (it leaves at its next await point; this bounds a stuck disk).
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Where the WAL receiver streams from, and the switches that change it.
+#[derive(Default)]
+pub struct ReceiverControl {
+    state: parking_lot::Mutex<RxState>,
+    changed: parking_lot::Condvar,
+    kick: Kick,
+}
+
+#[derive(Default)]
+struct RxState {
+    upstream: Option<String>,
+    /// The receiver thread is inside a stream (or its backoff).
+    running: bool,
+}
+
+impl ReceiverControl {
+    /// Streams from `upstream` from now on (ends any current stream).
+    pub fn follow(&self, upstream: String) {
+        self.state.lock().upstream = Some(upstream);
+        self.kick.kick();
+        self.changed.notify_all();
+    }
+
+    /// Ends streaming and waits until the receiver has left its stream, so
+    /// nothing appends to the WAL behind the caller. False if it did not
+    /// leave within `STOP_WAIT`.
+    pub fn stop(&self) -> bool {
+        let mut st = self.state.lock();
+        st.upstream = None;
+        self.kick.kick();
+        self.changed.notify_all();
+        let deadline = Instant::now() + STOP_WAIT;
+        while st.running {
+            if self.changed.wait_until(&mut st, deadline).timed_out() {
+                return !st.running;
+            }
+        }
+        true
+    }
+
+    pub fn upstream(&self) -> Option<String> {
+        self.state.lock().upstream.clone()
+    }
+
+    /// Receiver thread: waits for an upstream; returns it with the kick
+    /// generation it is valid for, marked running.
+    fn next(&self) -> (String, u64) {
+        let mut st = self.state.lock();
+        loop {
+            if let Some(up) = st.upstream.clone() {
+                st.running = true;
+                return (up, self.kick.generation());
+            }
+            self.changed.wait(&mut st);
+        }
+    }
+
+    fn left(&self) {
+        self.state.lock().running = false;
+        self.changed.notify_all();
+    }
+}
+
+/// Starts the `wal-receiver` thread; it streams whenever
+/// `ctx.receiver` has an upstream.
+pub fn start(ctx: Arc<ReplContext>, core: Option<usize>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("wal-receiver".into())
         .spawn(move || {
@@ -61,15 +131,34 @@ pub fn start(ctx: Arc<ReplContext>, upstream: String, core: Option<usize>) -> st
                     return;
                 }
             };
-            runtime.block_on(receive_forever(ctx, upstream));
+            loop {
+                let (upstream, generation) = ctx.receiver.next();
+                let applied = ctx.engine.applied_lsn();
+                ctx.upstream.set(UpstreamStatus {
+                    upstream: upstream.clone(),
+                    primary_client_addr: String::new(),
+                    state: LinkState::Connecting,
+                    received: applied,
+                    written: applied,
+                    flushed: applied,
+                    applied,
+                    last_error: None,
+                });
+                runtime.block_on(until_kicked(
+                    &ctx.receiver.kick,
+                    generation,
+                    receive_forever(&ctx, &upstream),
+                ));
+                ctx.receiver.left();
+            }
         })?;
     Ok(())
 }
 
-async fn receive_forever(ctx: Arc<ReplContext>, upstream: String) {
+async fn receive_forever(ctx: &ReplContext, upstream: &str) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let result = stream_once(&ctx, &upstream, &mut backoff).await;
+        let result = stream_once(ctx, upstream, &mut backoff).await;
         let (state, stop) = match &result {
             Err(ConnError::Refused {
                 code: RefuseCode::NeedsBuild | RefuseCode::SystemIdMismatch,
@@ -86,7 +175,25 @@ async fn receive_forever(ctx: Arc<ReplContext>, upstream: String) {
         }
         if stop {
             tracing::error!(%upstream, "this standby needs a build (tandem build --from ... --data-dir ...)");
-            return;
+            if ctx.needs_build().is_none() {
+                let reason = result
+                    .as_ref()
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                super::roles::mark_needs_build(ctx, reason, None);
+            }
+            std::future::pending::<()>().await;
+        }
+        if matches!(result, Err(ConnError::Io(_))) && !ctx.peers.is_empty() {
+            if let Some(newer) = find_newer_primary(ctx, upstream).await {
+                tracing::warn!(%upstream, primary = %newer, "upstream lost; a peer is the primary of a newer timeline: following it");
+                if let Err(e) = super::roles::write_upstream(ctx.engine.data_dir(), &newer) {
+                    tracing::error!(error = %e, "cannot record the new upstream");
+                }
+                ctx.receiver.follow(newer);
+                return;
+            }
         }
         compio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -200,6 +307,14 @@ async fn stream_once(
                         unflushed.extend(records);
                     }
                     Message::Keepalive { .. } => status(&mut w, ctx, false).await?,
+                    Message::TimelineSwitch { history } => {
+                        super::roles::adopt_timeline(ctx, history, next).map_err(|e| {
+                            ConnError::Refused {
+                                code: RefuseCode::NeedsBuild,
+                                message: format!("{upstream}: {e}"),
+                            }
+                        })?;
+                    }
                     other => return Err(conn::unexpected("WalData or Keepalive", &other)),
                 }
             }
@@ -224,6 +339,21 @@ async fn stream_once(
             }
         }
     }
+}
+
+/// After losing `upstream`: a peer that is the primary of a timeline
+/// newer than ours (a failover happened), if any answers.
+async fn find_newer_primary(ctx: &ReplContext, upstream: &str) -> Option<String> {
+    let ours = ctx.engine.timeline();
+    for addr in ctx.peers.iter().filter(|a| a.as_str() != upstream) {
+        let probe = compio::time::timeout(BACKOFF_MAX, super::pending::probe(ctx, addr)).await;
+        if let Ok(Ok(a)) = probe {
+            if a.role == super::frame::PeerRole::Primary && a.history.current() > ours {
+                return Some(addr.clone());
+            }
+        }
+    }
+    None
 }
 
 enum Event {

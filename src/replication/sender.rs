@@ -20,11 +20,13 @@ use super::auth;
 use super::build;
 use super::conn::{self, ConnError, FrameReader, FrameWriter};
 use super::context::ReplContext;
-use super::frame::{Message, Purpose, RefuseCode, FORMAT_VERSION as PROTOCOL_VERSION};
+use super::frame::{Message, PeerRole, Purpose, RefuseCode, FORMAT_VERSION as PROTOCOL_VERSION};
 use super::status::{LinkState, StandbyEntry};
+use super::timeline::Follow;
 use super::wal_range;
 use crate::engine::control_file::Role;
-use crate::ids::{Lsn, SegmentNo};
+use crate::engine::WriteBlock;
+use crate::ids::{Lsn, SegmentNo, TimelineId};
 
 const KEEPALIVE_AFTER: Duration = Duration::from_secs(1);
 
@@ -89,6 +91,8 @@ pub struct Peer {
     pub name: String,
     pub addr: SocketAddr,
     pub start: Lsn,
+    /// The peer's timeline (for a standby: the one its WAL is on).
+    pub timeline: TimelineId,
     pub purpose: Purpose,
 }
 
@@ -100,9 +104,51 @@ async fn serve_peer(
     let (mut r, mut w) = conn::split(stream);
     let peer = handshake(&ctx, &mut r, &mut w, addr).await?;
     tracing::info!(name = %peer.name, %addr, purpose = ?peer.purpose, start = %peer.start, "replication peer authenticated");
+    if peer.purpose == Purpose::Probe {
+        return w.send(&peer_status(&ctx)).await;
+    }
+    if let Some(why) = not_ready(&ctx) {
+        let msg = format!("this node serves no WAL now: {why}");
+        w.refuse(RefuseCode::NotReady, msg.clone()).await;
+        return Err(ConnError::Refused {
+            code: RefuseCode::NotReady,
+            message: msg,
+        });
+    }
     match peer.purpose {
         Purpose::Build => build::serve(&ctx, &peer, &mut w).await,
         Purpose::Stream => stream_wal(ctx, peer, r, w).await,
+        Purpose::Probe => Ok(()),
+    }
+}
+
+/// Why this node must not serve WAL or builds (pending, needs a build).
+fn not_ready(ctx: &ReplContext) -> Option<String> {
+    if let Some(nb) = ctx.needs_build() {
+        return Some(nb.reason);
+    }
+    match ctx.engine.write_block() {
+        Some(b @ (WriteBlock::Pending | WriteBlock::NeedsBuild)) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// This node's answer to a `Probe`.
+pub fn peer_status(ctx: &ReplContext) -> Message {
+    let engine = &ctx.engine;
+    let role = if ctx.needs_build().is_some() {
+        PeerRole::NeedsBuild
+    } else if engine.role() == Role::Standby {
+        PeerRole::Standby
+    } else if engine.write_block() == Some(WriteBlock::Pending) {
+        PeerRole::Pending
+    } else {
+        PeerRole::Primary
+    };
+    Message::PeerStatus {
+        role,
+        flushed: engine.wal().flushed(),
+        history: ctx.history.lock().clone(),
     }
 }
 
@@ -136,7 +182,7 @@ async fn handshake(
             message: msg,
         });
     }
-    if purpose == Purpose::Stream && system_id != engine.system_id() {
+    if purpose != Purpose::Build && system_id != engine.system_id() {
         let msg = format!(
             "standby {name} at {addr} belongs to another cluster (system id {system_id}, ours {})",
             engine.system_id()
@@ -147,9 +193,9 @@ async fn handshake(
             message: msg,
         });
     }
-    if purpose == Purpose::Stream && timeline != engine.timeline() {
+    if purpose == Purpose::Stream && timeline > engine.timeline() {
         let msg = format!(
-            "standby {name} is on timeline {timeline}, this node on {}",
+            "standby {name} is on timeline {timeline}, newer than this node's {}: it must follow a node of its timeline",
             engine.timeline()
         );
         w.refuse(RefuseCode::TimelineMismatch, msg.clone()).await;
@@ -204,6 +250,7 @@ async fn handshake(
         name,
         addr,
         start: start_lsn,
+        timeline,
         purpose,
     })
 }
@@ -215,13 +262,38 @@ async fn stream_wal(
     mut w: FrameWriter,
 ) -> Result<(), ConnError> {
     let wal = ctx.engine.wal().clone();
+    let epoch = ctx.epoch();
+    // A standby on an older timeline (or any standby, when this node has
+    // switched timelines) gets our history first and adopts it, or finds
+    // that its WAL diverged and needs a build.
+    let history = ctx.history.lock().clone();
+    if !history.switches().is_empty() {
+        w.send(&Message::TimelineSwitch {
+            history: history.clone(),
+        })
+        .await?;
+    }
+    if let Follow::Diverged { at } = history.can_follow(peer.timeline, peer.start) {
+        let msg = format!(
+            "standby {} on timeline {} with WAL to {} diverged from our timeline {} at LSN {at}: it needs a build",
+            peer.name, peer.timeline, peer.start, history.current()
+        );
+        w.refuse(RefuseCode::NeedsBuild, msg.clone()).await;
+        return Err(ConnError::Refused {
+            code: RefuseCode::NeedsBuild,
+            message: msg,
+        });
+    }
     let flushed = wal.flushed();
     let segs = ctx
         .segments()
         .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
     let seg_bytes = segs.segment_bytes();
     let available = peer.start <= flushed
-        && (peer.start == flushed || segs.path(SegmentNo::of(peer.start, seg_bytes)).exists());
+        && (peer.start == flushed
+            || segs
+                .existing(SegmentNo::of(peer.start, seg_bytes))
+                .is_some());
     if !available {
         let msg = format!(
             "WAL from {} is no longer retained here (or is ahead of this node's {flushed}): the standby needs a build",
@@ -258,7 +330,7 @@ async fn stream_wal(
         closed.clone(),
         in_flight.clone(),
     ));
-    let result = send_loop(&ctx, id, peer.start, &mut w, &closed, &in_flight).await;
+    let result = send_loop(&ctx, id, peer.start, epoch, &mut w, &closed, &in_flight).await;
     drop(reader);
     ctx.standbys
         .update(id, |e| e.state = LinkState::Disconnected);
@@ -271,6 +343,7 @@ async fn send_loop(
     ctx: &ReplContext,
     id: u64,
     start: Lsn,
+    epoch: u64,
     w: &mut FrameWriter,
     closed: &std::cell::Cell<bool>,
     in_flight: &SentLog,
@@ -283,6 +356,13 @@ async fn send_loop(
     loop {
         if closed.get() {
             return Err(ConnError::Closed);
+        }
+        if ctx.epoch() != epoch {
+            // Our role or timeline changed: the standby reconnects and
+            // learns the new timeline in the handshake.
+            return Err(ConnError::Io(std::io::Error::other(
+                "this node's role or timeline changed: ending the stream",
+            )));
         }
         if let Some(limit) = ctx.wal_sender_timeout {
             let silent = ctx

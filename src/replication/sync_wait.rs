@@ -125,6 +125,17 @@ impl SyncRep {
         }
     }
 
+    /// Every level is satisfied through `lsn`: a demoted primary learned
+    /// that the new primary's timeline holds all of its WAL up to `lsn`,
+    /// so commits waiting on it are durable in the cluster (their waits
+    /// end with success instead of hanging on standbys that left).
+    pub fn confirm_through(&self, lsn: Lsn) {
+        for h in &self.horizons {
+            h.fetch_max(lsn.0, Ordering::AcqRel);
+        }
+        self.waiters.wake_through(lsn);
+    }
+
     fn covered(&self, level: SyncLevel, lsn: Lsn) -> bool {
         match level_index(level) {
             None => true,

@@ -231,6 +231,26 @@ pub enum Command<'a> {
     },
     /// `SELECT 0`, the only database.
     Select,
+    /// `REPL ...`: role changes for the ctl tool (promote, fence, demote,
+    /// follow, wait for an LSN).
+    Repl(ReplCommand<'a>),
+}
+
+/// The `REPL` subcommands (tandem's own; `tandemctl` drives them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplCommand<'a> {
+    /// `REPL PROMOTE [reason]`: standby (or pending primary) to primary.
+    Promote { reason: Option<&'a [u8]> },
+    /// `REPL FENCE`: stop taking writes (switchover); replies the WAL end.
+    Fence,
+    /// `REPL UNFENCE`: take writes again after a switchover gave up.
+    Unfence,
+    /// `REPL DEMOTE host:port`: primary to standby of that replication address.
+    Demote { upstream: &'a [u8] },
+    /// `REPL FOLLOW host:port`: standby streams from that replication address.
+    Follow { upstream: &'a [u8] },
+    /// `REPL WAITLSN lsn timeout_ms`: until the applied LSN reaches `lsn`.
+    WaitLsn { lsn: u64, timeout_ms: u64 },
 }
 
 /// Top-level commands, in [`COMMAND_TABLE`] order.
@@ -264,6 +284,7 @@ pub enum CommandKind {
     Shutdown,
     Wait,
     Select,
+    Repl,
 }
 
 /// Longest command name, in bytes.
@@ -297,6 +318,7 @@ impl CommandKind {
             b"info" => Self::Info,
             b"role" => Self::Role,
             b"client" => Self::Client,
+            b"repl" => Self::Repl,
             b"command" => Self::Command,
             b"config" => Self::Config,
             b"multi" => Self::Multi,
@@ -504,7 +526,7 @@ const fn container(spec: CommandSpec, subcommands: &'static [CommandSpec]) -> Co
 
 /// Every command, indexed by [`CommandKind`].
 #[rustfmt::skip]
-pub static COMMAND_TABLE: [CommandSpec; 28] = [
+pub static COMMAND_TABLE: [CommandSpec; 29] = [
     spec("get", 2, READ_FAST, ONE_KEY, "string", "1.0.0", "Returns the string value of a key."),
     spec("set", -3, &["write", "denyoom"], ONE_KEY, "string", "1.0.0", "Sets the string value of a key. The key is created if it doesn't exist."),
     spec("del", -2, &["write"], ALL_KEYS, "generic", "1.0.0", "Deletes one or more keys."),
@@ -533,9 +555,69 @@ pub static COMMAND_TABLE: [CommandSpec; 28] = [
     spec("shutdown", -1, &["admin", "noscript", "loading", "stale", "no_multi", "allow_busy"], NO_KEYS, "server", "1.0.0", "Stops the node."),
     spec("wait", 3, &["noscript"], NO_KEYS, "generic", "3.0.0", "Blocks until the preceding writes of the connection are acknowledged by standbys."),
     spec("select", 2, &["loading", "stale", "fast"], NO_KEYS, "connection", "2.0.0", "Changes the selected database (only 0 exists)."),
+    container(spec("repl", -2, &["admin", "noscript", "no_multi"], NO_KEYS, "server", "tandem", "A container for role changes (switchover, failover) driven by tandemctl."), REPL_SUBCOMMANDS),
 ];
 
-const _: () = assert!(COMMAND_TABLE.len() == CommandKind::Select as usize + 1);
+const _: () = assert!(COMMAND_TABLE.len() == CommandKind::Repl as usize + 1);
+
+const REPL_ADMIN: &[&str] = &["admin", "noscript", "no_multi"];
+
+const REPL_SUBCOMMANDS: &[CommandSpec] = &[
+    spec(
+        "repl|promote",
+        -2,
+        REPL_ADMIN,
+        NO_KEYS,
+        "server",
+        "tandem",
+        "Promotes this standby (or pending primary) to primary on a new timeline.",
+    ),
+    spec(
+        "repl|fence",
+        2,
+        REPL_ADMIN,
+        NO_KEYS,
+        "server",
+        "tandem",
+        "Stops taking writes for a switchover; replies the end of the WAL.",
+    ),
+    spec(
+        "repl|unfence",
+        2,
+        REPL_ADMIN,
+        NO_KEYS,
+        "server",
+        "tandem",
+        "Takes writes again after a switchover gave up.",
+    ),
+    spec(
+        "repl|demote",
+        3,
+        REPL_ADMIN,
+        NO_KEYS,
+        "server",
+        "tandem",
+        "Turns this primary into a standby of the given replication address.",
+    ),
+    spec(
+        "repl|follow",
+        3,
+        REPL_ADMIN,
+        NO_KEYS,
+        "server",
+        "tandem",
+        "Makes this standby stream from the given replication address.",
+    ),
+    spec(
+        "repl|waitlsn",
+        4,
+        REPL_ADMIN,
+        NO_KEYS,
+        "server",
+        "tandem",
+        "Waits until the applied LSN reaches the given LSN (timeout in ms).",
+    ),
+];
 
 /// The command or subcommand spec named `name` (`get`, `client|setname`),
 /// any case.
@@ -711,6 +793,22 @@ impl<'a> Command<'a> {
             CommandKind::Quit => Command::Quit,
             CommandKind::Shutdown => parse_shutdown(args)?,
             CommandKind::Wait => parse_wait(arg(1), arg(2))?,
+            CommandKind::Repl => Command::Repl(match spec.name {
+                "repl|promote" => ReplCommand::Promote {
+                    reason: args.get(2),
+                },
+                "repl|fence" => ReplCommand::Fence,
+                "repl|unfence" => ReplCommand::Unfence,
+                "repl|demote" => ReplCommand::Demote { upstream: arg(2) },
+                "repl|follow" => ReplCommand::Follow { upstream: arg(2) },
+                "repl|waitlsn" => ReplCommand::WaitLsn {
+                    lsn: u64::try_from(parse_integer(arg(2))?)
+                        .map_err(|_| CommandError::NotInteger)?,
+                    timeout_ms: u64::try_from(parse_integer(arg(3))?)
+                        .map_err(|_| CommandError::NotInteger)?,
+                },
+                _ => return Err(wrong_arity()),
+            }),
             CommandKind::Select => {
                 let index = parse_integer(arg(1))?;
                 if i32::try_from(index).is_err() {
@@ -760,6 +858,12 @@ impl<'a> Command<'a> {
             Command::Shutdown => "shutdown",
             Command::Wait { .. } => "wait",
             Command::Select => "select",
+            Command::Repl(ReplCommand::Promote { .. }) => "repl|promote",
+            Command::Repl(ReplCommand::Fence) => "repl|fence",
+            Command::Repl(ReplCommand::Unfence) => "repl|unfence",
+            Command::Repl(ReplCommand::Demote { .. }) => "repl|demote",
+            Command::Repl(ReplCommand::Follow { .. }) => "repl|follow",
+            Command::Repl(ReplCommand::WaitLsn { .. }) => "repl|waitlsn",
         }
     }
 
@@ -1456,7 +1560,7 @@ mod tests {
         }
         let mut out = Vec::new();
         write_command_reply(&mut out, Protocol::Resp2, &CommandQuery::Count);
-        assert_eq!(out, b":28\r\n");
+        assert_eq!(out, b":29\r\n");
         let args = owned("command info nope");
         let Command::Command(query) = Command::parse(args.as_args()).unwrap() else {
             panic!()

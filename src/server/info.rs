@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::resp::{write_array_header, write_bulk, write_integer};
+use crate::engine::WriteBlock;
 use crate::ids::Lsn;
 use crate::node::Node;
 use crate::replication::status::{LinkState, StandbyEntry};
@@ -131,13 +132,14 @@ fn replication_section(node: &Node, s: &mut String) {
         .filter(|e| e.state != LinkState::Disconnected)
         .collect();
     let _ = write!(s, "# Replication\r\n");
+    let needs_build = repl.needs_build();
     if node.is_standby() {
         let up = repl.upstream.get();
         let state = up
             .as_ref()
             .map(|u| u.state)
             .unwrap_or(LinkState::Connecting);
-        let role = if state == LinkState::NeedsBuild {
+        let role = if state == LinkState::NeedsBuild || needs_build.is_some() {
             "needs_build"
         } else {
             "standby"
@@ -162,11 +164,37 @@ fn replication_section(node: &Node, s: &mut String) {
         }
     } else {
         let flushed = wal.flushed();
+        let block = engine.write_block();
+        let role = match block {
+            _ if needs_build.is_some() => "needs_build",
+            Some(WriteBlock::NeedsBuild) => "needs_build",
+            Some(WriteBlock::Pending) => "pending",
+            _ => "primary",
+        };
         let _ = write!(
             s,
-            "role:primary\r\ntimeline:{}\r\nflush_lsn:{flushed}\r\napplied_lsn:{flushed}\r\n",
-            engine.timeline()
+            "role:{role}\r\ntimeline:{}\r\nflush_lsn:{flushed}\r\napplied_lsn:{flushed}\r\nfenced:{}\r\n",
+            engine.timeline(),
+            u8::from(block == Some(WriteBlock::Switchover)),
         );
+    }
+    let history = repl.history.lock().clone();
+    let _ = write!(
+        s,
+        "timeline_start_lsn:{}\r\nrepl_listen:{}\r\npeers:{}\r\n",
+        history.start_lsn_of(history.current()).unwrap_or(Lsn::ZERO),
+        repl.repl_addr,
+        repl.peers.join(","),
+    );
+    if let Some(nb) = &needs_build {
+        let _ = write!(
+            s,
+            "needs_build_reason:{}\r\n",
+            nb.reason.replace(['\r', '\n'], " ")
+        );
+        if let Some(at) = nb.divergence {
+            let _ = write!(s, "divergence_lsn:{at}\r\n");
+        }
     }
     let names = repl.sync.names();
     let positions: Vec<StandbyPosition> = standbys.iter().map(StandbyEntry::position).collect();
@@ -203,6 +231,26 @@ fn replication_section(node: &Node, s: &mut String) {
 /// `ROLE`: `["master", offset, [[host, port, offset]...]]` on a primary,
 /// `["slave", host, port, state, offset]` on a standby (Redis' shapes).
 pub fn write_role(node: &Node, out: &mut Vec<u8>) {
+    let unsettled = if node.repl.needs_build().is_some() {
+        Some("needs_build")
+    } else {
+        match node.engine.write_block() {
+            Some(WriteBlock::Pending) => Some("pending"),
+            Some(WriteBlock::NeedsBuild) => Some("needs_build"),
+            _ => None,
+        }
+    };
+    if let (Some(state), false) = (unsettled, node.is_standby()) {
+        // Not a primary clients may write to: a replica-shaped answer that
+        // names no primary, with the state in Redis' `state` slot.
+        write_array_header(out, 5);
+        write_bulk(out, b"slave");
+        write_bulk(out, b"");
+        write_integer(out, 0);
+        write_bulk(out, state.as_bytes());
+        write_integer(out, node.engine.wal().flushed().0 as i64);
+        return;
+    }
     if node.is_standby() {
         let up = node.repl.upstream.get();
         let addr = up
@@ -213,6 +261,7 @@ pub fn write_role(node: &Node, out: &mut Vec<u8>) {
         let state = match up.as_ref().map(|u| u.state) {
             Some(LinkState::Streaming) | Some(LinkState::CatchingUp) => "connected",
             Some(LinkState::NeedsBuild) => "needs_build",
+            _ if unsettled.is_some() => "needs_build",
             _ => "connect",
         };
         write_array_header(out, 5);

@@ -11,5 +11,6 @@ pub mod exec;
 pub mod glob;
 pub mod info;
 pub mod listener;
+pub mod repl_admin;
 pub mod resp;
 pub mod session;

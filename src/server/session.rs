@@ -24,6 +24,7 @@ use super::exec;
 use super::glob::{glob_match, glob_match_nocase};
 use super::info;
 use super::listener::ConnectionGuard;
+use super::repl_admin::ReplRequest;
 use super::resp::{
     write_array_header, write_bulk, write_error, write_integer, write_map_header, write_null,
     write_simple, Args, OwnedArgs, Protocol, RequestLimits, RequestParser,
@@ -58,6 +59,8 @@ struct Session {
     sync_commit: Option<SyncLevel>,
     /// WAIT requested by the last request of a batch: (replicas, timeout).
     pending_wait: Option<(i64, u64)>,
+    /// A `REPL` request: run after the batch, off the session core.
+    pending_repl: Option<ReplRequest>,
     /// Commit LSN of this connection's last write (for WAIT).
     last_write: Lsn,
     scan_cursors: VecDeque<(u64, Vec<u8>)>,
@@ -78,6 +81,7 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
         multi_failed: false,
         sync_commit: None,
         pending_wait: None,
+        pending_repl: None,
         last_write: Lsn::ZERO,
         scan_cursors: VecDeque::new(),
         next_cursor: 1,
@@ -107,7 +111,10 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
                     replies += 1;
                     wait = wait.max(lsn);
                     wrote |= w;
-                    if session.closing || session.pending_wait.is_some() {
+                    if session.closing
+                        || session.pending_wait.is_some()
+                        || session.pending_repl.is_some()
+                    {
                         break;
                     }
                 }
@@ -131,6 +138,9 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
         if let Some((replicas, timeout_ms)) = session.pending_wait.take() {
             let n = session.wait_replicas(replicas, timeout_ms).await;
             write_integer(&mut out, n);
+        }
+        if let Some(request) = session.pending_repl.take() {
+            super::repl_admin::run(&session.node, request, &mut out).await;
         }
         if !out.is_empty() {
             let compio::BufResult(res, buf) = stream.write_all(std::mem::take(&mut out)).await;
@@ -288,6 +298,11 @@ impl Session {
     ) -> Result<(Lsn, bool), String> {
         if self.node.is_shutting_down() {
             return Err("ERR server is shutting down".into());
+        }
+        if let Some(block) = self.node.engine.write_block() {
+            if cmds.iter().any(|c| c.is_write()) {
+                return Err(readonly_blocked(block));
+            }
         }
         if self.node.is_standby() && cmds.iter().any(|c| c.is_write()) {
             let primary = self
@@ -459,6 +474,10 @@ impl Session {
                 timeout_ms,
             } => self.pending_wait = Some((replicas, timeout_ms)),
             Command::Select => write_simple(out, "OK"),
+            Command::Repl(r) => match ReplRequest::from_command(r) {
+                Ok(req) => self.pending_repl = Some(req),
+                Err(e) => write_error(out, &e),
+            },
             Command::Scan {
                 cursor,
                 pattern,
@@ -495,6 +514,12 @@ impl Session {
         let mut data_replies = Vec::with_capacity(data.len());
         let (lsn, wrote) = match self.run_data(&data, &mut data_replies) {
             Ok(r) => r,
+            // A node that takes no writes answers READONLY as is, so that
+            // clients following the primary retry the block there.
+            Err(msg) if msg.starts_with("READONLY") => {
+                write_error(out, &msg);
+                return (Lsn::ZERO, false);
+            }
             Err(msg) => {
                 write_error(
                     out,
@@ -722,6 +747,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The READONLY reply of a primary that does not take writes now; clients
+/// that follow the primary (the load tool, Redis clients with READONLY
+/// handling) look for the new one.
+fn readonly_blocked(block: crate::engine::WriteBlock) -> String {
+    format!("READONLY this node takes no writes now: {block}")
+}
+
 /// Error reply text for an engine error.
 pub fn engine_error_reply(e: &EngineError) -> String {
     match e {
@@ -736,6 +768,7 @@ pub fn engine_error_reply(e: &EngineError) -> String {
             format!("ERR value of {len} bytes exceeds the maximum of {max} bytes")
         }
         EngineError::ShuttingDown => "ERR server is shutting down".into(),
+        EngineError::WritesBlocked(block) => readonly_blocked(*block),
         other => format!("ERR {other}"),
     }
 }

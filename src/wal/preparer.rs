@@ -219,6 +219,9 @@ pub(crate) fn cut_tail(segs: &SegmentDir, ring: &mut Ring, start: Lsn) -> Result
                 .and_then(|f| f.read_exact_at(&mut prefix, 0))
                 .map_err(|e| io_error("read", path, e))?;
             segs.prepare_with_prefix(ring, start_seg, &prefix)?;
+            // Our copy holds all of it that is WAL; the older name would
+            // only shadow nothing and never be recycled.
+            segs.remove(path)?;
         }
         None if in_seg == 0 => {
             segs.prepare(ring, start_seg)?;
@@ -233,8 +236,11 @@ pub(crate) fn cut_tail(segs: &SegmentDir, ring: &mut Ring, start: Lsn) -> Result
     }
     let mut next = start_seg.0 + 1;
     let mut contiguous = true;
-    for (segno, (timeline, _)) in listed.range(SegmentNo(start_seg.0 + 1)..) {
+    for (segno, (timeline, path)) in listed.range(SegmentNo(start_seg.0 + 1)..) {
         if *timeline != segs.timeline() {
+            // Past the end of the WAL on an older name: nothing to keep
+            // (a process names segments with the timeline it started on).
+            segs.remove(path)?;
             contiguous = false;
             continue;
         }

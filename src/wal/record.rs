@@ -2,6 +2,10 @@
 //!
 //! A transaction is one *record group*: zero or more page records followed
 //! by one `Commit` record. Recovery and standbys apply complete groups only.
+//! An `Abort` record ends a group without applying it: a promotion writes
+//! one when the WAL it received ends in the middle of a group (its primary
+//! died mid-send), so the new timeline never chains on to half a
+//! transaction.
 //! The LSN of a record is the byte position of its first header byte.
 //!
 //! ```text
@@ -29,6 +33,7 @@
 //!  LeafDelete key_len u16, key
 //!  MetaSet    meta::Meta encoded (see page::meta)
 //!  Commit     commit_time_us u64 (wall clock, informational)
+//!  Abort      (no payload)
 //! ```
 //!
 //! Every record changes at most one page, so redo can run page by page in
@@ -53,6 +58,7 @@ pub enum RecordKind {
     LeafDelete = 3,
     MetaSet = 4,
     Commit = 5,
+    Abort = 6,
 }
 
 impl RecordKind {
@@ -63,6 +69,7 @@ impl RecordKind {
             3 => RecordKind::LeafDelete,
             4 => RecordKind::MetaSet,
             5 => RecordKind::Commit,
+            6 => RecordKind::Abort,
             _ => return None,
         })
     }
@@ -92,6 +99,8 @@ pub enum Record<'a> {
     MetaSet { body: &'a [u8] },
     /// End of a record group: the transaction is committed.
     Commit { commit_time_us: u64 },
+    /// Ends the group it closes without applying it.
+    Abort,
 }
 
 impl Record<'_> {
@@ -102,6 +111,7 @@ impl Record<'_> {
             Record::LeafDelete { .. } => RecordKind::LeafDelete,
             Record::MetaSet { .. } => RecordKind::MetaSet,
             Record::Commit { .. } => RecordKind::Commit,
+            Record::Abort => RecordKind::Abort,
         }
     }
 
@@ -112,7 +122,7 @@ impl Record<'_> {
             | Record::LeafPut { page, .. }
             | Record::LeafDelete { page, .. } => Some(*page),
             Record::MetaSet { .. } => Some(PageNo::META),
-            Record::Commit { .. } => None,
+            Record::Commit { .. } | Record::Abort => None,
         }
     }
 
@@ -123,6 +133,7 @@ impl Record<'_> {
             Record::LeafDelete { key, .. } => 2 + key.len(),
             Record::MetaSet { body } => body.len(),
             Record::Commit { .. } => 8,
+            Record::Abort => 0,
         }
     }
 
@@ -173,6 +184,7 @@ impl Record<'_> {
             Record::Commit { commit_time_us } => {
                 out.extend_from_slice(&commit_time_us.to_le_bytes())
             }
+            Record::Abort => {}
         }
         debug_assert_eq!(out.len() - start, len);
         let crc = crc32c::crc32c(&out[start + 8..]);
@@ -321,6 +333,12 @@ fn parse(bytes: &[u8], header: Header) -> Result<Record<'_>, DecodeError> {
                 commit_time_us: u64::from_le_bytes(raw),
             }
         }
+        RecordKind::Abort => {
+            if !payload.is_empty() {
+                return Err(bad);
+            }
+            Record::Abort
+        }
     };
     if record.page().is_some_and(|p| p.is_none()) {
         return Err(DecodeError::BadPayload { kind });
@@ -346,7 +364,7 @@ mod tests {
 
     fn arb_record() -> impl Strategy<Value = (u8, u32, Vec<u8>, Vec<u8>, u64)> {
         (
-            1u8..=5,
+            1u8..=6,
             0u32..1000,
             proptest::collection::vec(any::<u8>(), 0..64),
             proptest::collection::vec(any::<u8>(), 0..256),
@@ -377,6 +395,7 @@ mod tests {
             },
             3 => Record::LeafDelete { page, key: a },
             4 => Record::MetaSet { body: b },
+            5 => Record::Abort,
             _ => Record::Commit { commit_time_us: t },
         }
     }

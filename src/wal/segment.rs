@@ -198,9 +198,26 @@ impl SegmentDir {
             .map_err(|e| io_error("fsync_dir", &self.dir, e))
     }
 
-    /// Opens an existing segment of our timeline for reading and writing.
+    /// The file holding `segno`: ours, else the one on the highest older
+    /// timeline. A node's WAL directory holds one line of history, and a
+    /// process keeps naming new segments with the timeline it started on
+    /// after an in-process timeline switch (DESIGN.md section 4), so the
+    /// bytes of a segment are the same whichever of its names is found.
+    pub fn existing(&self, segno: SegmentNo) -> Option<PathBuf> {
+        let own = self.path(segno);
+        if own.exists() {
+            return Some(own);
+        }
+        (1..self.timeline.0)
+            .rev()
+            .map(|t| self.dir.join(file_name(TimelineId(t), segno)))
+            .find(|p| p.exists())
+    }
+
+    /// Opens an existing segment (see [`existing`](Self::existing)) for
+    /// reading and writing.
     pub fn open(&self, segno: SegmentNo) -> Result<File, WalError> {
-        let path = self.path(segno);
+        let path = self.existing(segno).unwrap_or_else(|| self.path(segno));
         OpenOptions::new()
             .read(true)
             .write(true)

@@ -3,6 +3,7 @@
 //! (also when a test fails: `Drop` kills the process).
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod repl;
 
 use std::io::{BufRead, BufReader, Read, Write};
