@@ -28,19 +28,25 @@
 #           Both check that every commit the writer saw acknowledged is on
 #           the new primary (lost = 0).
 #   tandem  Each run on a fresh `tandemctl cluster up --standbys 1
-#           --synchronous-commit on`; load: tandem-bench run --mix
-#           simple-update -c 4 -j 2 --hosts A,B --pause-threshold-ms 5
-#           --reconnect-backoff-max-ms 1 (so the tool's own backoff stays out
-#           of the outage), after tandem-bench init -s 1.
+#           --synchronous-commit on --synchronous-standby-names '*'`, the
+#           standby B then set to synchronous_standby_names '' (CONFIG SET),
+#           as the PostgreSQL standby is; load: tandem-bench run --mix
+#           simple-update -c 4 -j 2 --hosts A,B --pause-threshold-ms 1
+#           --reconnect-backoff-max-ms 1 --max-tries 1000 (so the tool's own
+#           backoff stays out of the outage and no transaction is given up
+#           while the primary is fenced), after tandem-bench init -s 1.
 #           switchover: `tandemctl switchover --host B`; write pause = the
 #                       longest pause (no ack on any client) overlapping the
-#                       command; old primary streaming again = the command's
-#                       start -> B reports a connected standby and A reports
-#                       role standby (INFO replication, polled every ~10 ms).
-#           failover:   `tandemctl stop --host A --mode immediate` (SIGKILL),
-#                       then `tandemctl failover --host B`; the pause that
-#                       holds the failover command ends at the first ack on
-#                       B: failover command -> first ack, and kill -> first ack.
+#                       command that goes from A to B (as PostgreSQL's: last
+#                       ack on A -> first ack on B); old primary streaming
+#                       again = the command's start -> B lists a streaming
+#                       standby and A reports role standby (INFO replication,
+#                       polled every ~10 ms).
+#           failover:   SIGKILL of A (the pid in its data directory's lock
+#                       file: the same instant kill as PostgreSQL's), then
+#                       `tandemctl failover --host B`; the pause that holds
+#                       the failover command ends at the first ack on B:
+#                       failover command -> first ack, and kill -> first ack.
 #           Skipped with a message when this tandemctl has no switchover,
 #           failover or cluster up command yet.
 #
@@ -54,7 +60,9 @@
 #   BIN_DIR    directory holding prebuilt tandem, tandemctl, tandem-bench
 #              (default: cargo build --release, then its target dir)
 #   PGBIN      PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
-#   TANDEM_PAUSE_THRESHOLD_MS  tandem-bench --pause-threshold-ms (default 5)
+#   TANDEM_PAUSE_THRESHOLD_MS  tandem-bench --pause-threshold-ms (default 1:
+#              a switchover pause of a few ms must show; only pauses around
+#              the command count, so the many short ones elsewhere do not)
 #   KEEP_WORK=1  keep the temp dir (server logs, writer records) for a post-mortem
 # Needs root (PostgreSQL runs as 'postgres' through runuser); installs
 # postgresql and python3-psycopg2 with apt-get when missing.
@@ -79,7 +87,7 @@ else
 fi
 CLIENTS=4
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
-PAUSE_MS="${TANDEM_PAUSE_THRESHOLD_MS:-5}"
+PAUSE_MS="${TANDEM_PAUSE_THRESHOLD_MS:-1}"
 HELPER="$ROOT/perf/failover.py"
 DATE="$(date +%Y%m%d-%H%M%S)"
 # Bounds on every wait (seconds): a stuck server fails the script, never hangs it.
@@ -232,27 +240,6 @@ next_port() {
         fi
     done
 }
-# next_port_block N: PORT = the first of N consecutive free ports.
-next_port_block() {
-    local n=$1 base i ok
-    while :; do
-        base=$((PORT_MIN + RANDOM % (PORT_SPAN - n)))
-        ok=1
-        for ((i = 0; i < n; i++)); do
-            if [[ "$USED_PORTS" == *" $((base + i)) "* ]] ||
-                (exec 3<>"/dev/tcp/127.0.0.1/$((base + i))") 2>/dev/null; then
-                ok=0
-                break
-            fi
-        done
-        if ((ok)); then
-            for ((i = 0; i < n; i++)); do USED_PORTS+="$((base + i)) "; done
-            PORT=$base
-            return
-        fi
-    done
-}
-
 # record SYSTEM SCENARIO RUN "k=v k=v ...": one CSV row per k=v.
 record() {
     local system=$1 scenario=$2 run=$3 kv
@@ -445,23 +432,29 @@ info_has() { # info_has ADDR REGEX: INFO replication has a matching line
     grep -q -- "$2" <<<"$reply"
 }
 
-# tandem_pair RUN: T_DIR, T_A (primary's client address), T_B (standby's).
-T_DIR="" T_A="" T_B=""
+# tandem_pair RUN: T_DIR, T_A / T_A_DIR (the primary's client address and
+# data dir), T_B (the standby's client address).
+T_DIR="" T_A="" T_A_DIR="" T_B=""
 tandem_pair() {
-    local run=$1 addr nodes=()
+    local run=$1 addr dir line nodes=()
     T_DIR="$WORK/tandem-$run"
-    next_port_block 16
     TANDEM_CLUSTERS+=("$T_DIR")
-    "$CTL" cluster up --dir "$T_DIR" --standbys 1 --base-port "$PORT" \
-        --synchronous-commit on --json >"$WORK/up.json" 2>"$WORK/up.log" ||
+    # cluster up picks free ports itself (--base-port would need P..P+201).
+    "$CTL" cluster up --dir "$T_DIR" --standbys 1 --synchronous-commit on \
+        --synchronous-standby-names '*' --json >"$WORK/up.json" 2>"$WORK/up.log" ||
         { cat "$WORK/up.log" >&2; die "tandemctl cluster up failed"; }
     mapfile -t nodes < <("$PY" "$HELPER" tandem-nodes "$WORK/up.json")
     ((${#nodes[@]} == 2)) || die "cluster up did not report two nodes: $(cat "$WORK/up.json")"
     T_A="" T_B=""
-    for addr in "${nodes[@]}"; do
-        if info_has "$addr" '^role:primary'; then T_A=$addr; else T_B=$addr; fi
+    for line in "${nodes[@]}"; do
+        addr=${line%% *}
+        dir=${line#* }
+        if info_has "$addr" '^role:primary'; then T_A=$addr T_A_DIR=$dir; else T_B=$addr; fi
     done
     [[ -n "$T_A" && -n "$T_B" ]] || die "no primary and standby among ${nodes[*]}"
+    # As the PostgreSQL standby: once promoted, alone, it commits locally.
+    [[ "$(resp "$T_B" CONFIG SET synchronous_standby_names '')" == "+OK" ]] ||
+        die "CONFIG SET synchronous_standby_names '' on $T_B failed"
     "$BENCH" init -s 1 --hosts "$T_A,$T_B" >"$WORK/init.out" 2>&1 ||
         { cat "$WORK/init.out" >&2; die "tandem-bench init failed"; }
 }
@@ -473,7 +466,7 @@ tandem_load() {
     T_EVENTS="$WORK/$1.events"
     : >"$T_EVENTS"
     "$BENCH" run --mix simple-update -c "$CLIENTS" -j 2 -T "$2" --hosts "$T_A,$T_B" \
-        --pause-threshold-ms "$PAUSE_MS" --reconnect-backoff-max-ms 1 \
+        --pause-threshold-ms "$PAUSE_MS" --reconnect-backoff-max-ms 1 --max-tries 1000 \
         --json "$T_JSON" --events-file "$T_EVENTS" >"$WORK/$1.out" 2>&1 &
     T_BENCH_PID=$!
     PIDS+=("$T_BENCH_PID")
@@ -493,7 +486,7 @@ tandem_switchover_run() {
     t_done=$(now_us)
     echo "$((t_cmd / 1000)) switchover" >>"$T_EVENTS"
     for ((i = 0; i < WAIT_S * 100; i++)); do
-        if info_has "$T_B" '^connected_standbys:[1-9]' && info_has "$T_A" '^role:standby'; then
+        if info_has "$T_B" '^standby0:.*state=streaming' && info_has "$T_A" '^role:standby'; then
             t_streaming=$(now_us)
             break
         fi
@@ -501,10 +494,12 @@ tandem_switchover_run() {
     done
     [[ -n "$t_streaming" ]] || die "the old primary $T_A did not become a connected standby of $T_B"
     tandem_load_wait "so$run"
-    figures=$("$PY" "$HELPER" tandem-pause "$T_JSON" switchover 0 "$t_cmd" "$t_done") ||
+    figures=$("$PY" "$HELPER" tandem-pause "$T_JSON" switchover "$T_A" "$T_B" 0 "$t_cmd" "$t_done") ||
         die "no figures for tandem switchover run $run"
     if [[ "$figures" == *upper_bound=1* ]]; then
         echo "tandem switchover run $run: no pause above $PAUSE_MS ms around the command; recorded as $PAUSE_MS ms (an upper bound)" >>"$NOTES"
+    elif [[ "$figures" == *host_switch=0* ]]; then
+        echo "tandem switchover run $run: no pause from $T_A to $T_B above $PAUSE_MS ms; the longest pause around the command is recorded" >>"$NOTES"
     fi
     figures+=" streaming_ms=$(((t_streaming - t_cmd) / 1000)) command_ms=$(((t_done - t_cmd) / 1000))"
     log "tandem switchover run $run: $figures"
@@ -514,20 +509,23 @@ tandem_switchover_run() {
 }
 
 tandem_failover_run() {
-    local run=$1 t_kill t_cmd t_done figures
+    local run=$1 pid t_kill t_cmd t_done figures
     tandem_pair "fo$run"
     tandem_load "fo$run" $((WARM_S + 4))
     sleep "$WARM_S"
+    # The node is lost at once (`tandemctl stop --mode immediate` sends the same
+    # SIGKILL but then waits for the exit, which would delay the failover).
+    pid=$(cat "$T_A_DIR/lock")
+    [[ "$pid" =~ ^[0-9]+$ ]] || die "no pid in $T_A_DIR/lock"
     t_kill=$(now_us)
-    "$CTL" stop --host "$T_A" --mode immediate >"$WORK/stop.out" 2>&1 ||
-        { cat "$WORK/stop.out" >&2; die "tandemctl stop --mode immediate failed"; }
+    kill -KILL "$pid"
     t_cmd=$(now_us)
     "$CTL" failover --host "$T_B" --json >"$WORK/failover.json" 2>&1 ||
         { cat "$WORK/failover.json" >&2; die "tandemctl failover failed"; }
     t_done=$(now_us)
     printf '%s kill\n%s failover\n' "$((t_kill / 1000))" "$((t_cmd / 1000))" >>"$T_EVENTS"
     tandem_load_wait "fo$run"
-    figures=$("$PY" "$HELPER" tandem-pause "$T_JSON" failover "$t_kill" "$t_cmd" "$t_done") ||
+    figures=$("$PY" "$HELPER" tandem-pause "$T_JSON" failover "$T_A" "$T_B" "$t_kill" "$t_cmd" "$t_done") ||
         die "no figures for tandem failover run $run"
     figures+=" command_ms=$(((t_done - t_cmd) / 1000))"
     log "tandem failover run $run: $figures"
@@ -615,7 +613,8 @@ report() {
             "tandem|failover|failover_to_first_ms tandem|failover|kill_to_first_ms tandem|failover|pause_ms " \
             "tandem|failover|command_ms tandem|failover|failed " \
             "tandem|switchover|pause_ms tandem|switchover|streaming_ms tandem|switchover|command_ms " \
-            "tandem|switchover|pauses_in_window tandem|switchover|failed", rows, " ")
+            "tandem|switchover|host_switch tandem|switchover|pauses_in_window " \
+            "tandem|switchover|failed", rows, " ")
         for (i = 1; i <= n; i++) {
             split(rows[i], f, "|")
             line = "| " f[1] " | " f[2] " | " f[3] " |"; any = 0
@@ -642,9 +641,12 @@ How each figure is taken:
   primary.
 - tandem: tandem-bench --mix simple-update -c 4 -j 2 --pause-threshold-ms THRESHOLD
   --reconnect-backoff-max-ms 1; a pause is a window in which no client got any ack.
-  switchover pause = the longest pause overlapping `tandemctl switchover`;
+  switchover pause = the pause overlapping `tandemctl switchover` that goes from the old
+  primary to the new one (last ack on the old -> first on the new, as for PostgreSQL);
   failover = the end of the pause holding `tandemctl failover` (the first ack on the new
-  primary) minus the command's start; kill = `tandemctl stop --mode immediate`.
+  primary) minus the command's start; kill = SIGKILL of the node's pid. The standby has
+  synchronous_standby_names = '' as PostgreSQL's has; --max-tries 1000 keeps clients
+  retrying while the primary is fenced.
   command_ms = the ctl command's own duration; failed = transactions tandem-bench gave up on.
 EOF
     echo

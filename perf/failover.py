@@ -17,7 +17,7 @@ Subcommands:
   pg-failover / pg-switchover: figures of one PostgreSQL run from the writer's
            record and the script's timestamps; also checks that every commit
            the writer saw acknowledged is on the new primary.
-  tandem-nodes FILE: client addresses from `tandemctl cluster up --json`.
+  tandem-nodes FILE: "client data_dir" of each node of `tandemctl cluster up --json`.
   tandem-pause: figures of one tandem run from tandem-bench's JSON report.
 
 Times are microseconds since the Unix epoch (date +%s%6N in the script);
@@ -215,37 +215,43 @@ def tandem_nodes(argv):
     with open(argv[0]) as f:
         nodes = json.load(f)["nodes"]
     for n in nodes:
-        print(n["client"])
+        print(n["client"], n["data_dir"])
 
 
 def tandem_pause(argv):
-    """ARGS: report.json mode t_a t_cmd t_done
+    """ARGS: report.json mode old new t_a t_cmd t_done
 
-    switchover: the longest pause overlapping [t_cmd, t_done] (t_a unused).
+    switchover: the pause overlapping [t_cmd, t_done] from the last ack on
+    the old primary to the first on the new one (as PostgreSQL's figure);
+    failing that, the longest pause overlapping it (t_a unused).
     failover: the pause holding t_cmd; t_a is the kill's time."""
     with open(argv[0]) as f:
         report = json.load(f)
-    mode = argv[1]
-    t_a, t_cmd, t_done = (int(a) / 1000 for a in argv[2:5])  # ms
+    mode, old, new = argv[1:4]
+    t_a, t_cmd, t_done = (int(a) / 1000 for a in argv[4:7])  # ms
     pauses = report.get("pauses", [])
     failed = report.get("failed", 0)
     if mode == "switchover":
         around = [p for p in pauses if p["start_unix_ms"] <= t_done and p["end_unix_ms"] >= t_cmd]
+        switch = [p for p in around if p["from_host"] == old and p["to_host"] == new]
         if not around:
             # Every ack gap around the command was below the threshold.
             print(f"pause_ms={report['pause_threshold_ms']:.1f} upper_bound=1 failed={failed}")
             return
-        p = max(around, key=lambda p: p["ms"])
-        print(f"pause_ms={p['ms']:.1f} from={p['from_host']} to={p['to_host']}"
+        p = switch[0] if switch else max(around, key=lambda p: p["ms"])
+        print(f"pause_ms={p['ms']:.1f} host_switch={int(bool(switch))}"
               f" pauses_in_window={len(around)} failed={failed}")
     else:
         holding = [p for p in pauses if p["start_unix_ms"] <= t_cmd <= p["end_unix_ms"]]
         if not holding:
             sys.exit("tandem-pause: no pause holds the failover command: the load did not stop?")
         p = holding[0]
+        if (p["from_host"], p["to_host"]) != (old, new):
+            sys.exit(f"tandem-pause: the pause around the failover goes {p['from_host']} ->"
+                     f" {p['to_host']}, not {old} -> {new}")
         print(f"failover_to_first_ms={p['end_unix_ms'] - t_cmd:.1f}"
               f" kill_to_first_ms={p['end_unix_ms'] - t_a:.1f} pause_ms={p['ms']:.1f}"
-              f" from={p['from_host']} to={p['to_host']} failed={failed}")
+              f" failed={failed}")
 
 
 COMMANDS = {
