@@ -66,6 +66,16 @@ pub fn query(host: &str, password: Option<&str>, json: bool) -> Result<(), CtlEr
     println!(" system id        : {}", get("system_id"));
     println!(" flush lsn        : {}", get("flush_lsn"));
     println!(" applied lsn      : {}", get("applied_lsn"));
+    println!(" timeline start   : {}", get("timeline_start_lsn"));
+    if get("fenced") == "1" {
+        println!(" fenced           : yes (switchover in progress: no new writes)");
+    }
+    if node.contains_key("needs_build_reason") {
+        println!(" needs build      : {}", get("needs_build_reason"));
+    }
+    if node.contains_key("divergence_lsn") {
+        println!(" divergence lsn   : {}", get("divergence_lsn"));
+    }
     println!(" sync commit      : {}", get("synchronous_commit"));
     println!(" sync standbys    : {}", get("synchronous_standby_names"));
     if node.contains_key("upstream") {

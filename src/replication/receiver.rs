@@ -5,9 +5,9 @@
 //! for WAL from the end of its own WAL. Every `WalData` is checked record
 //! by record against the chain, appended to the local WAL (the local
 //! flusher makes it durable through io_uring), and acknowledged at each
-//! stage with a `StandbyStatus` sent at once (received, then flushed, then
-//! applied), so synchronous commits on the primary never wait for a
-//! timer. Complete record groups are applied after they are durable here,
+//! stage with a `StandbyStatus` sent at once (received and written
+//! together right after the append, then flushed, then applied), so
+//! synchronous commits on the primary never wait for a timer. Complete record groups are applied after they are durable here,
 //! so a standby crash never loses what it applied. Parallel redo is its
 //! own issue; this applies serially.
 //!
@@ -290,10 +290,13 @@ async fn stream_once(
                             })?;
                         let end = start.add(bytes.len() as u64);
                         ctx.upstream.update(|s| s.received = end);
-                        status(&mut w, ctx, false).await?;
                         if let Some(delay) = test_write_delay() {
+                            status(&mut w, ctx, false).await?;
                             compio::time::sleep(delay).await;
                         }
+                        // Append first: it wakes our flusher, so the local
+                        // fdatasync runs while the acknowledgement travels
+                        // (one status for received and written).
                         let t = Instant::now();
                         wal.append(&bytes, last)
                             .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
