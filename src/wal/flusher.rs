@@ -121,6 +121,10 @@ pub(crate) fn run(shared: &Shared) {
             p.buf_start = p.next;
             (start, std::mem::take(&mut p.groups))
         };
+        shared.publish_submitted(start, &batch);
+        if let Some(delay) = test_flush_delay() {
+            std::thread::sleep(delay);
+        }
         if let Err(e) = flush(shared, &mut ring, &mut files, start, &batch, groups) {
             shared.fence(e);
             break;
@@ -185,6 +189,22 @@ fn flush(
     let _p = shared.pending.lock();
     shared.space.notify_all();
     Ok(())
+}
+
+/// Test knob (a fault a process cannot provoke from outside): with
+/// `TANDEM_TEST_FLUSH_DELAY_MS` set, every batch waits that long between
+/// being offered to the WAL senders and being written, like a primary
+/// with a slow disk. Tests use it to leave a standby holding WAL its
+/// primary loses in a crash.
+fn test_flush_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("TANDEM_TEST_FLUSH_DELAY_MS")
+            .ok()?
+            .parse()
+            .ok()
+            .map(std::time::Duration::from_millis)
+    })
 }
 
 fn wal_to_io(e: WalError) -> io::Error {
