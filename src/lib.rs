@@ -27,6 +27,7 @@ pub mod ctl;
 pub mod engine;
 pub mod ids;
 pub mod io;
+pub mod kick;
 pub mod metrics;
 pub mod node;
 pub mod page;

@@ -276,6 +276,13 @@ pub fn run(config: Config) -> Result<(), NodeError> {
             .to_string();
         repl.receiver.follow(upstream.clone());
         tracing::info!(%upstream, "starting as a standby");
+    } else if repl.peers.is_empty() || engine.created() {
+        crate::replication::roles::begin_timeline_after_crash(&repl).map_err(|e| {
+            NodeError::History {
+                dir: node.config.data_dir.display().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
     } else if !repl.peers.is_empty() && !engine.created() {
         // A restarted primary that knows peers must not take writes until
         // one confirms no newer timeline exists (DESIGN.md section 4).

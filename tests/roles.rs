@@ -583,3 +583,95 @@ fn a_restarted_old_primary_cut_off_from_its_peers_stays_pending_and_never_takes_
     let split: Option<String> = redis::cmd("GET").arg("split").query(&mut c1).unwrap();
     assert_eq!(split, None);
 }
+
+/// The primary ships each WAL batch before its own fdatasync ends, so a
+/// standby can hold WAL its primary loses in a crash. A slow primary disk
+/// (test knob) makes that certain; the restarted primary writes on a new
+/// timeline from its recovered end, and the standby, which applied nothing
+/// past what the primary had made durable, drops its tail and follows
+/// without a build.
+#[test]
+fn a_standby_ahead_of_a_crashed_primary_drops_its_unapplied_tail_and_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = NodeProc::new(
+        &dir.path().join("p"),
+        &["--name", "p", "--cluster-secret", SECRET],
+    );
+    p.env
+        .push(("TANDEM_TEST_FLUSH_DELAY_MS".into(), "300".into()));
+    p.spawn();
+    let out = build(p.repl_port, &dir.path().join("s"), "s", SECRET);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let mut s = NodeProc::new(
+        &dir.path().join("s"),
+        &["--name", "s", "--cluster-secret", SECRET],
+    );
+    s.spawn();
+    common::repl::wait_streaming(&p, "s", Duration::from_secs(20));
+    // Writes with synchronous_commit off return at once; their WAL reaches
+    // the standby while the primary's flush is held back.
+    let mut c = p.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("synchronous_commit")
+        .arg("off")
+        .query(&mut c)
+        .unwrap();
+    for i in 0..50 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let mut ahead = (0, 0);
+    wait_until(
+        Duration::from_secs(10),
+        "the standby flushed past the primary",
+        || {
+            let pf = field_u64(&repl_info(&p), "flush_lsn");
+            let sf = field_u64(&repl_info(&s), "flush_lsn");
+            ahead = (pf, sf);
+            sf > pf
+        },
+    );
+    let applied = field_u64(&repl_info(&s), "applied_lsn");
+    assert!(applied <= ahead.0 || applied <= field_u64(&repl_info(&p), "flush_lsn"));
+    p.kill9();
+    p.env.clear();
+    p.spawn();
+    let info = repl_info(&p);
+    assert_eq!(field(&info, "role"), Some("primary"));
+    assert_eq!(
+        field_u64(&info, "timeline"),
+        2,
+        "a crash restart starts a new timeline"
+    );
+    let switch = field_u64(&info, "timeline_start_lsn");
+    assert!(
+        switch < ahead.1,
+        "the primary lost WAL the standby had: {switch} < {}",
+        ahead.1
+    );
+    let mut c = p.client();
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("crash")
+        .query(&mut c)
+        .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the standby follows timeline 2",
+        || {
+            let i = repl_info(&s);
+            field_u64(&i, "timeline") == 2 && field(&i, "upstream_state") == Some("streaming")
+        },
+    );
+    assert!(field(&repl_info(&s), "needs_build_reason").is_none());
+    common::repl::wait_caught_up(&p, &[&s], Duration::from_secs(20));
+    assert_eq!(common::repl::digest(&p), common::repl::digest(&s));
+    assert!(
+        s.log_text().contains("WAL truncated"),
+        "the standby cut its tail"
+    );
+}

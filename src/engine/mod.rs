@@ -190,6 +190,8 @@ pub struct Engine {
     write_block: std::sync::atomic::AtomicU8,
     /// The data directory was created by this start (not a restart).
     created: bool,
+    /// The last run did not shut down cleanly (recovery ran from a crash).
+    crashed: bool,
 }
 
 /// Where recovery from a checkpoint starts: the first record's LSN and
@@ -304,6 +306,7 @@ impl Engine {
             is_standby: std::sync::atomic::AtomicBool::new(cd.role == Role::Standby),
             write_block: Default::default(),
             created,
+            crashed: !created && cd.state == NodeState::Running,
         });
         if meta.is_none() && cd.role == Role::Primary {
             engine.bootstrap()?;
@@ -423,6 +426,12 @@ impl Engine {
         Ok((lsn, pages, digest))
     }
 
+    /// Standby: end of the last applied group and the LSN of its last
+    /// record (where redo of the rest of the WAL starts).
+    pub fn applied_position(&self) -> (Lsn, Lsn) {
+        self.state.lock().applied
+    }
+
     /// Standby: end of the last applied group.
     pub fn applied_lsn(&self) -> Lsn {
         self.state.lock().applied.0
@@ -523,6 +532,11 @@ impl Engine {
     /// True when this start created the data directory (a new cluster).
     pub fn created(&self) -> bool {
         self.created
+    }
+
+    /// True when the last run ended without a clean shutdown.
+    pub fn crashed(&self) -> bool {
+        self.crashed
     }
 
     pub fn write_block(&self) -> Option<WriteBlock> {

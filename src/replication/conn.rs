@@ -131,6 +131,8 @@ pub struct Upstream {
     pub timeline: TimelineId,
     pub primary_name: String,
     pub client_addr: String,
+    /// The upstream's flushed LSN when it answered (its durable end).
+    pub flushed: Lsn,
 }
 
 /// The standby's half of the handshake: Hello, answer the challenge with
@@ -161,6 +163,7 @@ pub async fn handshake_as_standby(
         nonce,
         system_id: theirs,
         timeline: their_tli,
+        flushed,
         ..
     } = challenge
     else {
@@ -193,5 +196,6 @@ pub async fn handshake_as_standby(
         timeline: their_tli,
         primary_name,
         client_addr,
+        flushed,
     })
 }

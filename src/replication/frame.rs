@@ -51,7 +51,10 @@
 //!                    timeline history file, see timeline.rs)
 //!                                      = 9 + n  answer to a Probe, then close
 //!  16 WalData        start u64 | end_of_flushed u64 | bytes (rest,
-//!                    <= WAL_DATA_BYTES_MAX; start + len <= end_of_flushed)
+//!                    <= WAL_DATA_BYTES_MAX); end_of_flushed = the sender's
+//!                    durable end: the bytes may run past it (shipped while
+//!                    the primary's own flush runs), the standby applies
+//!                    nothing past it
 //!                                                 = 16 + n   primary -> standby
 //!  17 StandbyStatus  received u64 | written u64 | flushed u64 | applied u64 |
 //!                    time_us u64 | reply_requested bool
@@ -261,7 +264,8 @@ pub enum Message {
         code: RefuseCode,
         message: String,
     },
-    /// Whole WAL records starting at `start`, all durable on the primary.
+    /// Whole WAL records starting at `start`; those past `end_of_flushed`
+    /// are not yet durable on the primary (the standby must not apply them).
     WalData {
         start: Lsn,
         end_of_flushed: Lsn,
@@ -490,10 +494,9 @@ impl Message {
                 bytes,
             } => {
                 assert!(bytes.len() <= WAL_DATA_BYTES_MAX, "WalData batch too large");
-                let end = start.0.checked_add(bytes.len() as u64);
                 assert!(
-                    end.is_some_and(|end| end <= end_of_flushed.0),
-                    "WalData ships WAL past the primary's flushed LSN"
+                    start.0.checked_add(bytes.len() as u64).is_some(),
+                    "WalData runs past the last LSN"
                 );
                 out.extend_from_slice(&start.0.to_le_bytes());
                 out.extend_from_slice(&end_of_flushed.0.to_le_bytes());
@@ -645,9 +648,6 @@ impl Message {
                 let start = Lsn(r.u64()?);
                 let end_of_flushed = Lsn(r.u64()?);
                 let bytes = r.wal_rest(start)?;
-                if start.0 + bytes.len() as u64 > end_of_flushed.0 {
-                    return Err(r.bad("end_of_flushed", "WAL past the primary's flushed LSN"));
-                }
                 Message::WalData {
                     start,
                     end_of_flushed,
@@ -1372,18 +1372,21 @@ mod tests {
     }
 
     #[test]
-    fn wal_past_flushed_is_refused() {
+    fn wal_may_run_past_the_senders_flushed_lsn() {
+        // Shipped while the primary's own flush runs: the standby keeps it
+        // but applies nothing past end_of_flushed.
         let mut payload = Vec::new();
         payload.extend_from_slice(&100u64.to_le_bytes());
-        payload.extend_from_slice(&103u64.to_le_bytes());
+        payload.extend_from_slice(&102u64.to_le_bytes());
         payload.extend_from_slice(&[1, 2, 3, 4]);
-        assert!(matches!(
+        assert_eq!(
             Message::decode(MessageKind::WalData, &payload),
-            Err(FrameError::BadField {
-                field: "end_of_flushed",
-                ..
+            Ok(Message::WalData {
+                start: Lsn(100),
+                end_of_flushed: Lsn(102),
+                bytes: vec![1, 2, 3, 4],
             })
-        ));
+        );
     }
 
     #[test]

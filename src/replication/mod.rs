@@ -30,7 +30,6 @@ pub mod build;
 pub mod conn;
 pub mod context;
 pub mod frame;
-pub mod kick;
 pub mod metrics;
 pub mod pending;
 pub mod receiver;

@@ -130,6 +130,11 @@ async fn resolve(ctx: &ReplContext) {
                 pause = (pause * 2).min(ROUND_PAUSE_MAX);
             }
             Verdict::Primary => {
+                if let Err(e) = roles::begin_timeline_after_crash(ctx) {
+                    tracing::error!(error = %e, "cannot start the post-crash timeline; staying pending");
+                    compio::time::sleep(pause).await;
+                    continue;
+                }
                 if ctx.engine.write_block() == Some(WriteBlock::Pending) {
                     ctx.engine.set_write_block(None);
                     tracing::info!("a peer confirmed this node is the primary of the newest timeline: taking writes");

@@ -5,9 +5,9 @@
 //! for WAL from the end of its own WAL. Every `WalData` is checked record
 //! by record against the chain, appended to the local WAL (the local
 //! flusher makes it durable through io_uring), and acknowledged at each
-//! stage with a `StandbyStatus` sent at once (received, then flushed, then
-//! applied), so synchronous commits on the primary never wait for a
-//! timer. Complete record groups are applied after they are durable here,
+//! stage with a `StandbyStatus` sent at once (received and written
+//! together right after the append, then flushed, then applied), so
+//! synchronous commits on the primary never wait for a timer. Complete record groups are applied after they are durable here,
 //! so a standby crash never loses what it applied. Parallel redo is its
 //! own issue; this applies serially.
 //!
@@ -36,11 +36,11 @@ use std::time::{Duration, Instant};
 use super::conn::{self, ConnError, FrameReader, FrameWriter};
 use super::context::ReplContext;
 use super::frame::{Message, Purpose, RefuseCode};
-use super::kick::{until_kicked, Kick};
 use super::sender::now_us;
 use super::status::{LinkState, UpstreamStatus};
 use super::wal_range;
 use crate::ids::Lsn;
+use crate::kick::{until_kicked, Kick};
 use crate::wal::reader::OwnedRecordBytes;
 use crate::wal::record::Record;
 use crate::wal::FlushWait;
@@ -142,6 +142,7 @@ pub fn start(ctx: Arc<ReplContext>, core: Option<usize>) -> std::io::Result<()> 
                     written: applied,
                     flushed: applied,
                     applied,
+                    primary_flushed: applied,
                     last_error: None,
                 });
                 runtime.block_on(until_kicked(
@@ -211,6 +212,12 @@ async fn stream_once(
     let _ = stream.set_nodelay(true);
     let (mut r, mut w) = conn::split(stream);
     let (mut next, mut prev) = wal.insert_position();
+    // Records durable here but not applied yet (the last stream may have
+    // ended before the primary said they were durable there).
+    wal.wait_flushed(next)
+        .await
+        .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+    let mut durable = load_unapplied(ctx, next)?;
     let up = conn::handshake_as_standby(
         &mut r,
         &mut w,
@@ -229,11 +236,14 @@ async fn stream_once(
         other => other,
     })?;
     let (primary_name, client_addr) = (up.primary_name, up.client_addr);
+    let mut primary_flushed = up.flushed;
     tracing::info!(%upstream, primary = %primary_name, start = %next, "streaming WAL");
     *backoff = BACKOFF_MIN;
     ctx.upstream.update(|s| {
         s.state = LinkState::Streaming;
         s.primary_client_addr = client_addr;
+        s.primary_flushed = primary_flushed;
+        s.flushed = next;
         s.last_error = None;
     });
     // Receiving and flushing overlap: WAL that arrives while a flush is in
@@ -276,7 +286,12 @@ async fn stream_once(
                 recv = None;
                 reader = Some(r);
                 match m? {
-                    Message::WalData { start, bytes, .. } => {
+                    Message::WalData {
+                        start,
+                        bytes,
+                        end_of_flushed,
+                    } => {
+                        primary_flushed = primary_flushed.max(end_of_flushed);
                         if start != next {
                             return Err(ConnError::Unexpected {
                                 expected: "WAL at our end",
@@ -290,10 +305,13 @@ async fn stream_once(
                             })?;
                         let end = start.add(bytes.len() as u64);
                         ctx.upstream.update(|s| s.received = end);
-                        status(&mut w, ctx, false).await?;
                         if let Some(delay) = test_write_delay() {
+                            status(&mut w, ctx, false).await?;
                             compio::time::sleep(delay).await;
                         }
+                        // Append first: it wakes our flusher, so the local
+                        // fdatasync runs while the acknowledgement travels
+                        // (one status for received and written).
                         let t = Instant::now();
                         wal.append(&bytes, last)
                             .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
@@ -305,15 +323,35 @@ async fn stream_once(
                         (next, prev) = (end, last);
                         written = end;
                         unflushed.extend(records);
+                        apply_ready(ctx, &mut w, &mut group, &mut durable, primary_flushed).await?;
                     }
-                    Message::Keepalive { .. } => status(&mut w, ctx, false).await?,
+                    Message::Keepalive { flushed, .. } => {
+                        primary_flushed = primary_flushed.max(flushed);
+                        if !apply_ready(ctx, &mut w, &mut group, &mut durable, primary_flushed)
+                            .await?
+                        {
+                            status(&mut w, ctx, false).await?;
+                        }
+                    }
                     Message::TimelineSwitch { history } => {
-                        super::roles::adopt_timeline(ctx, history, next).map_err(|e| {
-                            ConnError::Refused {
-                                code: RefuseCode::NeedsBuild,
-                                message: format!("{upstream}: {e}"),
-                            }
-                        })?;
+                        let truncated =
+                            super::roles::adopt_timeline(ctx, history, next).map_err(|e| {
+                                ConnError::Refused {
+                                    code: RefuseCode::NeedsBuild,
+                                    message: format!("{upstream}: {e}"),
+                                }
+                            })?;
+                        if let Some((to, to_prev)) = truncated {
+                            (next, prev) = (to, to_prev);
+                            written = to;
+                            durable = load_unapplied(ctx, next)?;
+                            group.clear();
+                            ctx.upstream.update(|s| {
+                                s.received = to;
+                                s.written = to;
+                                s.flushed = to;
+                            });
+                        }
                     }
                     other => return Err(conn::unexpected("WalData or Keepalive", &other)),
                 }
@@ -328,14 +366,9 @@ async fn stream_once(
                     .standby_flush_us
                     .record(started.elapsed().as_micros() as u64);
                 status(&mut w, ctx, false).await?;
-                let durable = unflushed.partition_point(|(lsn, _)| *lsn < target);
-                let records: Vec<_> = unflushed.drain(..durable).collect();
-                let t = Instant::now();
-                apply(ctx, &mut group, records)?;
-                ctx.metrics
-                    .standby_apply_us
-                    .record(t.elapsed().as_micros() as u64);
-                status(&mut w, ctx, false).await?;
+                let n = unflushed.partition_point(|(lsn, _)| *lsn < target);
+                durable.extend(unflushed.drain(..n));
+                apply_ready(ctx, &mut w, &mut group, &mut durable, primary_flushed).await?;
             }
         }
     }
@@ -356,6 +389,59 @@ async fn find_newer_primary(ctx: &ReplContext, upstream: &str) -> Option<String>
     None
 }
 
+/// Applies the durable records the primary has made durable too (below
+/// `primary_flushed`: the primary may still lose what lies past it) and
+/// reports the applied LSN. True if it applied anything.
+async fn apply_ready(
+    ctx: &ReplContext,
+    w: &mut FrameWriter,
+    group: &mut Vec<(Lsn, OwnedRecordBytes)>,
+    durable: &mut Vec<(Lsn, OwnedRecordBytes)>,
+    primary_flushed: Lsn,
+) -> Result<bool, ConnError> {
+    let n = durable.partition_point(|(lsn, _)| *lsn < primary_flushed);
+    if n == 0 {
+        return Ok(false);
+    }
+    let records: Vec<_> = durable.drain(..n).collect();
+    let t = Instant::now();
+    apply(ctx, group, records)?;
+    ctx.metrics
+        .standby_apply_us
+        .record(t.elapsed().as_micros() as u64);
+    ctx.upstream
+        .update(|s| s.primary_flushed = s.primary_flushed.max(primary_flushed));
+    status(w, ctx, false).await?;
+    Ok(true)
+}
+
+/// The records of the local WAL from the applied position to `end` (all
+/// durable: the caller waited for them).
+fn load_unapplied(ctx: &ReplContext, end: Lsn) -> Result<Vec<(Lsn, OwnedRecordBytes)>, ConnError> {
+    let engine = &ctx.engine;
+    let (from, from_prev) = engine.applied_position();
+    let mut out = Vec::new();
+    if from >= end {
+        return Ok(out);
+    }
+    let io = |e: crate::wal::WalError| ConnError::Io(std::io::Error::other(e.to_string()));
+    let mut reader = crate::wal::reader::WalReader::open(
+        &ctx.wal_dir,
+        engine.wal().config().segment_bytes,
+        engine.timeline(),
+        from,
+        from_prev,
+    )
+    .map_err(io)?;
+    while let Some((lsn, rec)) = reader.next().map_err(io)? {
+        if lsn >= end {
+            break;
+        }
+        out.push((lsn, rec));
+    }
+    Ok(out)
+}
+
 enum Event {
     Message(FrameReader, Result<Message, ConnError>),
     Flushed(Result<(), crate::wal::WalError>),
@@ -369,8 +455,22 @@ fn apply(
     records: Vec<(Lsn, OwnedRecordBytes)>,
 ) -> Result<(), ConnError> {
     for (lsn, rec) in records {
-        let is_commit = matches!(rec.record(), Record::Commit { .. });
+        let record = rec.record();
+        let (is_commit, is_abort) = (
+            matches!(record, Record::Commit { .. }),
+            matches!(record, Record::Abort),
+        );
         let len = rec.bytes().len() as u64;
+        if is_abort {
+            // Ends the group without applying it (see wal::record).
+            group.clear();
+            let end = lsn.add(len);
+            ctx.engine
+                .apply_group(&[], end, lsn)
+                .map_err(|e| ConnError::Io(std::io::Error::other(format!("redo failed: {e}"))))?;
+            ctx.upstream.update(|s| s.applied = end);
+            continue;
+        }
         group.push((lsn, rec));
         if is_commit {
             let end = lsn.add(len);

@@ -32,6 +32,8 @@ use crate::engine::{EngineError, WriteBlock};
 use crate::ids::{Lsn, TimelineId};
 
 static ROLE_CHANGE: Mutex<()> = Mutex::new(());
+/// Set once this process started its post-crash timeline.
+static RESUMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoleError {
@@ -84,6 +86,7 @@ pub fn promote(ctx: &ReplContext, reason: &str) -> Result<Promotion, RoleError> 
     if engine.role() == Role::Primary {
         return match engine.write_block() {
             Some(WriteBlock::Pending) => {
+                begin_timeline_after_crash_locked(ctx)?;
                 engine.set_write_block(None);
                 tracing::warn!(
                     "pending primary promoted by the operator: taking writes on its own timeline"
@@ -147,6 +150,47 @@ fn promote_stopped(ctx: &ReplContext, reason: &str) -> Result<Promotion, RoleErr
         timeline: new,
         switch_lsn: replay.wal_end,
     })
+}
+
+/// A primary that crashed starts taking writes on a new timeline that
+/// begins at the end of its recovered WAL. Its standbys may hold WAL past
+/// that end (shipped while its flush ran, never acknowledged to a
+/// client): the history tells them exactly where to cut it. No-op after a
+/// clean shutdown or when already done.
+pub fn begin_timeline_after_crash(ctx: &ReplContext) -> Result<(), RoleError> {
+    let _change = ROLE_CHANGE.lock();
+    begin_timeline_after_crash_locked(ctx)
+}
+
+fn begin_timeline_after_crash_locked(ctx: &ReplContext) -> Result<(), RoleError> {
+    let engine = &ctx.engine;
+    if !engine.crashed()
+        || engine.role() != Role::Primary
+        || RESUMED.load(std::sync::atomic::Ordering::Acquire)
+    {
+        return Ok(());
+    }
+    let end = engine.wal().inserted();
+    let old = engine.timeline();
+    let new = TimelineId(highest_known_timeline(&ctx.wal_dir, old).0 + 1);
+    let mut history = ctx.history.lock().clone();
+    history.append(Switch {
+        timeline: new,
+        parent: old,
+        switch_lsn: end,
+        reason: "crash recovery".into(),
+        time_us: now_us(),
+    });
+    timeline::write(&ctx.wal_dir, &history).map_err(|source| RoleError::Io {
+        what: "the timeline history file",
+        source,
+    })?;
+    engine.set_timeline(new)?;
+    *ctx.history.lock() = history;
+    RESUMED.store(true, std::sync::atomic::Ordering::Release);
+    ctx.bump_epoch();
+    tracing::info!(timeline = %new, switch_lsn = %end, "after a crash: writes go to a new timeline");
+    Ok(())
 }
 
 /// The newest timeline named by a history file in `wal_dir`, or `ours`.
@@ -276,15 +320,33 @@ pub fn follow_decision(ours: &TimelineHistory, our_end: Lsn, theirs: &TimelineHi
 
 /// Standby with WAL up to `our_end`, told the upstream's history: adopts
 /// it when it can follow, else marks the node as needing a build.
+///
+/// A standby whose WAL went past the new timeline's start but which never
+/// applied past it (the bytes were shipped before the old primary made
+/// them durable, and the standby applies only what its primary had made
+/// durable) drops that tail and follows: returns the new end of its WAL
+/// and the LSN of its last record.
 pub fn adopt_timeline(
     ctx: &ReplContext,
     theirs: TimelineHistory,
     our_end: Lsn,
-) -> Result<(), RoleError> {
+) -> Result<Option<(Lsn, Lsn)>, RoleError> {
     let _change = ROLE_CHANGE.lock();
     let ours = ctx.history.lock().clone();
-    match follow_decision(&ours, our_end, &theirs) {
-        Follow::Same => Ok(()),
+    let mut decision = follow_decision(&ours, our_end, &theirs);
+    let mut truncated = None;
+    if let Follow::Diverged { at } = decision {
+        if let Some(prev) = unapplied_boundary(ctx, at, our_end) {
+            ctx.engine
+                .wal()
+                .truncate_to(at, prev)
+                .map_err(EngineError::from)?;
+            truncated = Some((at, prev));
+            decision = follow_decision(&ours, at, &theirs);
+        }
+    }
+    match decision {
+        Follow::Same => Ok(truncated),
         Follow::Switch { to, at } => {
             timeline::write(&ctx.wal_dir, &theirs).map_err(|source| RoleError::Io {
                 what: "the timeline history file",
@@ -298,7 +360,7 @@ pub fn adopt_timeline(
             ctx.sync.confirm_through(our_end);
             ctx.bump_epoch();
             tracing::info!(timeline = %to, switch_lsn = %at, "following the upstream onto a new timeline");
-            Ok(())
+            Ok(truncated)
         }
         Follow::Diverged { at } => {
             let timeline = theirs.current();
@@ -309,6 +371,41 @@ pub fn adopt_timeline(
             Err(RoleError::Diverged { timeline, at })
         }
     }
+}
+
+/// On a standby that applied nothing at or past `at` (< `our_end`): the
+/// LSN of the record that ends exactly at `at` in its WAL, if one does
+/// (then `at` is a record boundary and the tail after it can go).
+fn unapplied_boundary(ctx: &ReplContext, at: Lsn, our_end: Lsn) -> Option<Lsn> {
+    let engine = &ctx.engine;
+    if engine.role() != Role::Standby || at >= our_end {
+        return None;
+    }
+    let (applied, applied_prev) = engine.applied_position();
+    if applied > at {
+        return None;
+    }
+    if applied == at {
+        return Some(applied_prev);
+    }
+    let mut reader = crate::wal::reader::WalReader::open(
+        &ctx.wal_dir,
+        engine.wal().config().segment_bytes,
+        engine.timeline(),
+        applied,
+        applied_prev,
+    )
+    .ok()?;
+    while let Ok(Some((lsn, rec))) = reader.next() {
+        let end = lsn.add(rec.bytes().len() as u64);
+        if end == at {
+            return Some(lsn);
+        }
+        if end > at {
+            return None;
+        }
+    }
+    None
 }
 
 /// The node cannot stream on: record why (INFO, `tandemctl query`), refuse

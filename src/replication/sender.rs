@@ -11,16 +11,20 @@
 //! the standby table and the synchronous-commit horizons.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::auth;
 use super::build;
 use super::conn::{self, ConnError, FrameReader, FrameWriter};
 use super::context::ReplContext;
-use super::frame::{Message, PeerRole, Purpose, RefuseCode, FORMAT_VERSION as PROTOCOL_VERSION};
+use super::frame::{
+    Message, PeerRole, Purpose, RefuseCode, FORMAT_VERSION as PROTOCOL_VERSION, WAL_DATA_BYTES_MAX,
+};
 use super::status::{LinkState, StandbyEntry};
 use super::timeline::Follow;
 use super::wal_range;
@@ -274,15 +278,23 @@ async fn stream_wal(
         .await?;
     }
     if let Follow::Diverged { at } = history.can_follow(peer.timeline, peer.start) {
+        // Not final here: a standby that never applied past `at` drops its
+        // tail (shipped before its old primary made it durable) and comes
+        // back; one that did needs a build. It decides from our history.
         let msg = format!(
-            "standby {} on timeline {} with WAL to {} diverged from our timeline {} at LSN {at}: it needs a build",
+            "standby {} on timeline {} with WAL to {} went past the start of our timeline {} at LSN {at}",
             peer.name, peer.timeline, peer.start, history.current()
         );
-        w.refuse(RefuseCode::NeedsBuild, msg.clone()).await;
+        w.refuse(RefuseCode::TimelineMismatch, msg.clone()).await;
         return Err(ConnError::Refused {
-            code: RefuseCode::NeedsBuild,
+            code: RefuseCode::TimelineMismatch,
             message: msg,
         });
+    }
+    // A standby may hold WAL we shipped before our flush finished: wait for
+    // it to be durable here before streaming on from there.
+    if peer.start > wal.flushed() && peer.start <= wal.inserted() {
+        let _ = compio::time::timeout(Duration::from_secs(5), wal.wait_flushed(peer.start)).await;
     }
     let flushed = wal.flushed();
     let segs = ctx
@@ -353,6 +365,11 @@ async fn send_loop(
         .segments()
         .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
     let mut sent = start;
+    // The primary's flushed LSN as last told to the standby.
+    let mut told = Lsn::ZERO;
+    // A primary ships batches as its flusher takes them, before they are
+    // durable here (a cascading standby forwards only what it flushed).
+    let unflushed = (ctx.engine.role() == Role::Primary).then(|| wal.read_unflushed());
     loop {
         if closed.get() {
             return Err(ConnError::Closed);
@@ -375,8 +392,13 @@ async fn send_loop(
                 return Err(timed_out(limit));
             }
         }
+        // Read before looking at the batches, so a batch taken after the
+        // look wakes the wait below.
+        let kicked = wal.submitted_kick().generation();
         let flushed = wal.flushed();
-        if sent < flushed {
+        let safe = safe_flushed(ctx);
+        let bytes = if sent < flushed {
+            // Behind: whole records from the segment files.
             let bytes = wal_range::read_records(&segs, sent, flushed)
                 .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
             if bytes.is_empty() {
@@ -384,18 +406,30 @@ async fn send_loop(
                     "no whole record at {sent}"
                 ))));
             }
+            Some(bytes)
+        } else if let Some(mut bytes) = unflushed.as_ref().and_then(|_| wal.submitted_from(sent)) {
+            // A batch our flusher is making durable right now: the
+            // standby's fdatasync overlaps ours.
+            let n = wal_range::whole_records_prefix(&bytes[..bytes.len().min(WAL_DATA_BYTES_MAX)]);
+            bytes.truncate(n);
+            (n > 0).then_some(bytes)
+        } else {
+            None
+        };
+        if let Some(bytes) = bytes {
             let next = sent.add(bytes.len() as u64);
             send_within(
                 ctx,
                 w,
                 &Message::WalData {
                     start: sent,
-                    end_of_flushed: flushed,
+                    end_of_flushed: safe,
                     bytes,
                 },
             )
             .await?;
             sent = next;
+            told = safe;
             {
                 let mut log = in_flight.borrow_mut();
                 if log.len() < SENT_LOG_MAX {
@@ -407,7 +441,7 @@ async fn send_loop(
                     });
                 }
             }
-            let state = if sent == wal.flushed() {
+            let state = if sent >= wal.flushed() {
                 LinkState::Streaming
             } else {
                 LinkState::CatchingUp
@@ -418,6 +452,18 @@ async fn send_loop(
             });
             continue;
         }
+        if told < safe {
+            // Our flush caught up with what we shipped: the standby may
+            // apply up to here.
+            let m = Message::Keepalive {
+                flushed: safe,
+                time_us: now_us(),
+                reply_requested: false,
+            };
+            send_within(ctx, w, &m).await?;
+            told = safe;
+            continue;
+        }
         // Nothing left to send (also right after connecting): caught up.
         ctx.standbys.update(id, |e| e.state = LinkState::Streaming);
         // Keepalives ask for a reply often enough that a live standby never
@@ -425,19 +471,49 @@ async fn send_loop(
         let keepalive_after = ctx
             .wal_sender_timeout
             .map_or(KEEPALIVE_AFTER, |t| (t / 3).min(KEEPALIVE_AFTER));
-        let woke = compio::time::timeout(keepalive_after, wal.wait_flushed(sent.add(1))).await;
+        let flush = wal.wait_flushed(told.add(1));
+        let batch = wal.submitted_kick().changed(kicked);
+        let woke = compio::time::timeout(keepalive_after, async {
+            let mut flush = std::pin::pin!(flush);
+            let mut batch = std::pin::pin!(batch);
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = flush.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                if unflushed.is_some() && batch.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending
+            })
+            .await
+        })
+        .await;
         match woke {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(ConnError::Io(std::io::Error::other(e.to_string()))),
             Err(_) => {
                 let keepalive = Message::Keepalive {
-                    flushed: wal.flushed(),
+                    flushed: safe_flushed(ctx),
                     time_us: now_us(),
                     reply_requested: true,
                 };
                 send_within(ctx, w, &keepalive).await?
             }
         }
+    }
+}
+
+/// The end of the WAL a standby of ours may apply: our flushed LSN on a
+/// primary; on a cascading standby also no further than what the primary
+/// had made durable (as its stream told us).
+fn safe_flushed(ctx: &ReplContext) -> Lsn {
+    let flushed = ctx.engine.wal().flushed();
+    match ctx.engine.role() {
+        Role::Primary => flushed,
+        Role::Standby => ctx
+            .upstream
+            .get()
+            .map_or(flushed, |u| flushed.min(u.primary_flushed)),
     }
 }
 

@@ -117,6 +117,9 @@ pub struct UpstreamStatus {
     pub written: Lsn,
     pub flushed: Lsn,
     pub applied: Lsn,
+    /// The primary's durable end as its stream last said: nothing past it
+    /// is applied here (it may still be lost with the primary).
+    pub primary_flushed: Lsn,
     pub last_error: Option<String>,
 }
 

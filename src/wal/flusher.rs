@@ -139,6 +139,11 @@ impl InFlight {
         }
     }
 
+    /// End of the last write issued.
+    pub(crate) fn issued_end(&self) -> Lsn {
+        self.issued_end
+    }
+
     /// Writes not yet finished.
     pub(crate) fn unfinished(&self) -> usize {
         self.writes.iter().filter(|w| !w.done).count()
@@ -320,7 +325,7 @@ fn run_loop(shared: &Shared) -> io::Result<()> {
     };
     loop {
         let idle = f.writer.in_flight() == 0;
-        if f.queued.is_empty() && !f.take(idle) && idle {
+        if f.queued.is_empty() && !f.take(idle)? && idle {
             return Ok(()); // shut down (or fenced by someone else)
         }
         f.submit_queued()?;
@@ -334,7 +339,7 @@ impl Flusher<'_> {
     /// Takes everything pending into `queued` (waiting for it when `block`).
     /// False when there is nothing to take: shutdown or fence with `block`,
     /// or simply nothing pending.
-    fn take(&mut self, block: bool) -> bool {
+    fn take(&mut self, block: bool) -> io::Result<bool> {
         let sh = self.shared;
         self.batch.clear();
         let (start, groups) = {
@@ -343,7 +348,7 @@ impl Flusher<'_> {
                 sh.flusher_wake.wait(&mut p);
             }
             if p.buf.is_empty() || sh.fence.get().is_some() {
-                return false;
+                return Ok(false);
             }
             // Bytes whose first block is still being written stay pending
             // (and keep growing) until that write completes: taking them now
@@ -353,13 +358,29 @@ impl Flusher<'_> {
                 .in_flight
                 .may_submit(sh.segment_of(p.buf_start), &(first..first + ALIGN))
             {
-                return false;
+                return Ok(false);
             }
             std::mem::swap(&mut p.buf, &mut self.batch);
             let start = p.buf_start;
             p.buf_start = p.next;
+            if start != self.in_flight.issued_end() {
+                // `Wal::truncate_to` moved the insert position back (with
+                // every write of ours finished): start over from there.
+                assert_eq!(
+                    self.in_flight.unfinished(),
+                    0,
+                    "WAL truncated under a write"
+                );
+                assert!(self.queued.is_empty(), "WAL truncated under queued writes");
+                self.in_flight = InFlight::new(start, WRITES_IN_FLIGHT_MAX);
+                self.tail = read_tail(&sh.segs, start).map_err(wal_to_io)?;
+            }
             (start, std::mem::take(&mut p.groups))
         };
+        sh.publish_submitted(start, &self.batch);
+        if let Some(delay) = test_flush_delay() {
+            std::thread::sleep(delay);
+        }
         let m = &sh.metrics;
         m.bytes_written
             .fetch_add(self.batch.len() as u64, Ordering::Relaxed);
@@ -374,7 +395,7 @@ impl Flusher<'_> {
             &mut self.spare,
         );
         self.queued.extend(pieces);
-        true
+        Ok(true)
     }
 
     /// Submits queued pieces, in order, while [`InFlight`] allows.
@@ -419,6 +440,22 @@ impl Flusher<'_> {
         }
         Ok(())
     }
+}
+
+/// Test knob (a fault a process cannot provoke from outside): with
+/// `TANDEM_TEST_FLUSH_DELAY_MS` set, every batch waits that long between
+/// being offered to the WAL senders and being written, like a primary
+/// with a slow disk. Tests use it to leave a standby holding WAL its
+/// primary loses in a crash.
+fn test_flush_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("TANDEM_TEST_FLUSH_DELAY_MS")
+            .ok()?
+            .parse()
+            .ok()
+            .map(std::time::Duration::from_millis)
+    })
 }
 
 fn wal_to_io(e: WalError) -> io::Error {

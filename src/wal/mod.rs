@@ -144,7 +144,18 @@ pub(crate) struct Shared {
     waiters: Waiters,
     preparer: Preparer,
     metrics: WalMetrics,
+    /// Batches the flusher took, newest last (while someone reads them:
+    /// `unflushed_readers > 0`), so WAL senders can ship a batch while it
+    /// is being made durable here. Bounded by `SUBMITTED_KEEP`.
+    submitted: Mutex<std::collections::VecDeque<(Lsn, Arc<Vec<u8>>)>>,
+    /// Kicked after each batch is added to `submitted`.
+    submitted_kick: crate::kick::Kick,
+    unflushed_readers: std::sync::atomic::AtomicUsize,
 }
+
+/// Batches kept in `Shared::submitted`: a sender that falls further behind
+/// reads flushed WAL from the segment files instead.
+const SUBMITTED_KEEP: usize = 8;
 
 impl Shared {
     fn segment_of(&self, lsn: Lsn) -> SegmentNo {
@@ -153,6 +164,32 @@ impl Shared {
 
     fn fenced(&self) -> Option<WalError> {
         self.fence.get().cloned()
+    }
+
+    /// Flusher: `batch` (at `start`) goes to disk now; readers of unflushed
+    /// WAL may ship it already.
+    pub(crate) fn publish_submitted(&self, start: Lsn, batch: &[u8]) {
+        if self.unflushed_readers.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        {
+            let mut q = self.submitted.lock();
+            if let Some((s, b)) = q.back() {
+                debug_assert_eq!(
+                    s.add(b.len() as u64),
+                    start,
+                    "submitted batches are contiguous"
+                );
+                if s.add(b.len() as u64) != start {
+                    q.clear();
+                }
+            }
+            q.push_back((start, Arc::new(batch.to_vec())));
+            while q.len() > SUBMITTED_KEEP {
+                q.pop_front();
+            }
+        }
+        self.submitted_kick.kick();
     }
 
     /// Publishes a new flushed LSN. Only grows (asserted: data guard).
@@ -245,6 +282,9 @@ impl Wal {
             waiters: Waiters::default(),
             preparer: Preparer::new(next_unprepared, ahead_end),
             metrics: WalMetrics::default(),
+            submitted: Mutex::new(Default::default()),
+            submitted_kick: Default::default(),
+            unflushed_readers: Default::default(),
             cfg,
         });
         let prepare_thread = {
@@ -364,6 +404,93 @@ impl Wal {
         }
     }
 
+    /// Registers a reader of unflushed WAL (a WAL sender): while any is
+    /// registered the flusher keeps its recent batches for
+    /// [`Wal::submitted_from`]. Dropping the guard unregisters.
+    pub fn read_unflushed(&self) -> UnflushedReader {
+        self.shared.unflushed_readers.fetch_add(1, Ordering::AcqRel);
+        UnflushedReader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The bytes from `from` to the end of the batches the flusher has
+    /// taken (appended WAL that is being made durable or already is), if
+    /// `from` lies in one of the kept batches. Whole records: batches hold
+    /// whole record groups.
+    pub fn submitted_from(&self, from: Lsn) -> Option<Vec<u8>> {
+        let q = self.shared.submitted.lock();
+        let first = q
+            .iter()
+            .position(|(s, b)| *s <= from && from < s.add(b.len() as u64))?;
+        let mut out = Vec::new();
+        for (i, (s, b)) in q.iter().enumerate().skip(first) {
+            let skip = if i == first {
+                (from.0 - s.0) as usize
+            } else {
+                0
+            };
+            out.extend_from_slice(&b[skip..]);
+        }
+        Some(out)
+    }
+
+    /// Kicked whenever the flusher takes a new batch (see
+    /// [`Wal::read_unflushed`]).
+    pub fn submitted_kick(&self) -> &crate::kick::Kick {
+        &self.shared.submitted_kick
+    }
+
+    /// Standby only, with nothing else appending: drops the WAL from `to`
+    /// (a record boundary; `prev` is the LSN of the record before it) to
+    /// the end, zero-filled on disk and synced, and appends from `to`
+    /// again. Used when the primary's new timeline began at `to` and the
+    /// bytes after it were never applied here (they were shipped before
+    /// the old primary made them durable). The one place where `inserted`
+    /// and `flushed` go back.
+    pub fn truncate_to(&self, to: Lsn, prev: Lsn) -> Result<(), WalError> {
+        let sh = &*self.shared;
+        let end = self.inserted();
+        if to >= end {
+            return Ok(());
+        }
+        self.wait_flushed_blocking(end)?;
+        let mut p = sh.pending.lock();
+        assert!(
+            p.buf.is_empty() && p.next == end,
+            "truncate_to with appends in flight"
+        );
+        let mut ring =
+            Ring::new(8).map_err(|e| segment::io_error("io_uring_setup", sh.segs.dir(), e))?;
+        let seg_bytes = sh.cfg.segment_bytes;
+        let mut at = to;
+        while at < end {
+            let segno = sh.segment_of(at);
+            let seg_end = Lsn((segno.0 + 1) * seg_bytes).min(end);
+            let file = sh.segs.open(segno)?;
+            let path = sh.segs.path(segno);
+            segment::zero_range(
+                &mut ring,
+                &file,
+                at.0 % seg_bytes,
+                seg_end.0 - segno.0 * seg_bytes,
+            )
+            .map_err(|e| segment::io_error("write", &path, e))?;
+            use std::os::fd::AsRawFd;
+            ring.fdatasync(file.as_raw_fd())
+                .map_err(|e| segment::io_error("fdatasync", &path, e))?;
+            at = seg_end;
+        }
+        p.next = to;
+        p.prev = prev;
+        p.buf_start = to;
+        sh.inserted.store(to.0, Ordering::Release);
+        sh.flushed.store(to.0, Ordering::Release);
+        sh.submitted.lock().clear();
+        tracing::warn!(from = %to, to = %end, "WAL truncated: bytes the new timeline does not hold");
+        Ok(())
+    }
+
     /// Blocks the calling thread until `flushed() >= lsn` (or fence/shutdown).
     pub fn wait_flushed_blocking(&self, lsn: Lsn) -> Result<(), WalError> {
         let sh = &*self.shared;
@@ -427,6 +554,19 @@ impl Drop for Wal {
             if let Err(e) = self.shutdown() {
                 tracing::warn!(error = %e, "WAL dropped while fenced");
             }
+        }
+    }
+}
+
+/// Guard of [`Wal::read_unflushed`].
+pub struct UnflushedReader {
+    shared: Arc<Shared>,
+}
+
+impl Drop for UnflushedReader {
+    fn drop(&mut self) {
+        if self.shared.unflushed_readers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.submitted.lock().clear();
         }
     }
 }

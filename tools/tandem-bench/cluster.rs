@@ -19,7 +19,7 @@ use crate::resp::Value;
 
 /// First pause after a failed round over all hosts; doubles up to `BACKOFF_MAX`.
 /// 10 ms keeps the gap after a quick restart short without spinning on a dead host.
-const BACKOFF_MIN: Duration = Duration::from_millis(10);
+pub const BACKOFF_MIN: Duration = Duration::from_millis(10);
 pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]

@@ -24,7 +24,10 @@
 //! a `connection_error` event, reconnects through `cluster.rs` (which finds the
 //! primary with backoff) and retries every transaction that was in flight. A
 //! `READONLY`-style error reply retries that transaction after the replies still in
-//! flight are read and the client has reconnected to the primary. A transaction
+//! flight are read and the client has reconnected to the primary, trying the
+//! other hosts first; if it lands on the host that refused, it first waits a
+//! backoff (10 ms, or `--reconnect-backoff-max-ms` if lower, doubling per such
+//! reply in a row up to that flag). A transaction
 //! is retried at most `max_tries - 1` times, then counted as failed; other error
 //! replies fail it at once. Outcomes of retried transactions are counted apart.
 //!
@@ -433,6 +436,13 @@ struct Client {
     retry: VecDeque<Tx>,
     /// A retryable error reply asked for a reconnect once the pipeline is drained.
     reconnect_wanted: bool,
+    /// Set by that reconnect: the host that sent the retryable reply.
+    readonly_host: Option<usize>,
+    /// Wait before going back to that same host: doubles with each retryable
+    /// reply in a row (up to the target's `backoff_max`), zero after an ack. A
+    /// fenced primary (switchover in progress) still answers `ROLE` as master,
+    /// so without it a client would burn all its tries in a few milliseconds.
+    readonly_backoff: Duration,
     replies: Vec<Value>,
     encoded: Vec<u8>,
 }
@@ -456,6 +466,8 @@ impl Client {
             inflight: VecDeque::new(),
             retry: VecDeque::new(),
             reconnect_wanted: false,
+            readonly_host: None,
+            readonly_backoff: Duration::ZERO,
             replies: Vec::new(),
             encoded: Vec::new(),
         }
@@ -473,6 +485,7 @@ impl Client {
                 if self.reconnect_wanted {
                     self.conn = None;
                     self.reconnect_wanted = false;
+                    self.readonly_host = Some(self.host_index);
                     continue;
                 }
                 if self.retry.is_empty() && !self.may_issue() {
@@ -622,6 +635,7 @@ impl Client {
         let now = Instant::now();
         match outcome {
             Outcome::Ok => {
+                self.readonly_backoff = Duration::ZERO;
                 let latency_us = now.saturating_duration_since(tx.scheduled).as_micros();
                 let latency_us = u64::try_from(latency_us).unwrap_or(u64::MAX);
                 self.shared
@@ -638,6 +652,10 @@ impl Client {
             Outcome::Fail { error } => self.report_failure(&tx, &error),
             Outcome::Retry { error } => {
                 self.reconnect_wanted = true;
+                let target = &self.shared.cfg.target;
+                self.readonly_backoff = (self.readonly_backoff * 2)
+                    .max(cluster::BACKOFF_MIN.min(target.backoff_max))
+                    .min(target.backoff_max);
                 tx.tries += 1;
                 if tx.tries >= self.shared.cfg.max_tries {
                     self.report_failure(&tx, &error);
@@ -687,6 +705,15 @@ impl Client {
         }
     }
 
+    /// Sleeps `readonly_backoff`, but not past the end of the run.
+    async fn wait_readonly_backoff(&self) {
+        let mut until = Instant::now() + self.readonly_backoff;
+        if let Some(end) = self.shared.end {
+            until = until.min(end);
+        }
+        compio::time::sleep_until(until).await;
+    }
+
     /// Finds the primary again. `Ok(false)`: the run ended while waiting.
     async fn reconnect(&mut self) -> Result<bool, String> {
         let cfg = &self.shared.cfg;
@@ -695,11 +722,14 @@ impl Client {
             deadline = deadline.min(end);
         }
         let target = &cfg.target;
-        match target
-            .connect_primary_retrying(self.host_index, deadline)
-            .await
-        {
+        // After a retryable reply, look at the other hosts first.
+        let readonly_host = self.readonly_host.take();
+        let start = readonly_host.map_or(self.host_index, |h| h + 1);
+        match target.connect_primary_retrying(start, deadline).await {
             Ok((conn, index)) => {
+                if readonly_host == Some(index) {
+                    self.wait_readonly_backoff().await;
+                }
                 self.host_index = index;
                 let addr = conn.addr().to_string();
                 self.shared.send(Msg::Primary {
