@@ -277,12 +277,12 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         repl.receiver.follow(upstream.clone());
         tracing::info!(%upstream, "starting as a standby");
     } else if repl.peers.is_empty() || engine.created() {
-        crate::replication::roles::begin_timeline_after_crash(&repl).map_err(|e| {
-            NodeError::History {
-                dir: node.config.data_dir.display().to_string(),
-                reason: e.to_string(),
-            }
-        })?;
+        if let Err(e) = crate::replication::roles::begin_timeline_after_crash(&repl) {
+            // Reads are served; writes wait for the timeline (the
+            // checkpointer retries every second).
+            tracing::error!(error = %e, "cannot start the post-crash timeline yet; writes are refused until it is");
+            engine.set_write_block(Some(crate::engine::WriteBlock::NoTimelineYet));
+        }
     } else if !repl.peers.is_empty() && !engine.created() {
         // A restarted primary that knows peers must not take writes until
         // one confirms no newer timeline exists (DESIGN.md section 4).
@@ -337,6 +337,17 @@ fn start_checkpointer(node: &Arc<Node>, stop: Receiver<()>) -> Result<(), NodeEr
             while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                 stop.recv_timeout(Duration::from_secs(1))
             {
+                if engine.write_block() == Some(crate::engine::WriteBlock::NoTimelineYet) {
+                    match crate::replication::roles::begin_timeline_after_crash(&repl) {
+                        Ok(()) => {
+                            engine.set_write_block(None);
+                            tracing::info!("post-crash timeline started: taking writes");
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "post-crash timeline still not started")
+                        }
+                    }
+                }
                 let behind = engine.wal().inserted().bytes_since(engine.redo_lsn());
                 if last.elapsed() < interval && behind < wal_bytes {
                     continue;

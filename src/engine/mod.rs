@@ -118,6 +118,9 @@ pub enum WriteBlock {
     Pending = 2,
     /// Learned of a newer timeline its WAL went past: it needs a build.
     NeedsBuild = 3,
+    /// Restarted after a crash, it could not yet write the history of the
+    /// timeline it must write on (no space); retried every second.
+    NoTimelineYet = 4,
 }
 
 impl WriteBlock {
@@ -126,6 +129,7 @@ impl WriteBlock {
             1 => Some(WriteBlock::Switchover),
             2 => Some(WriteBlock::Pending),
             3 => Some(WriteBlock::NeedsBuild),
+            4 => Some(WriteBlock::NoTimelineYet),
             _ => None,
         }
     }
@@ -139,6 +143,7 @@ impl std::fmt::Display for WriteBlock {
                 "pending: waiting for a peer to confirm this node is still the primary"
             }
             WriteBlock::NeedsBuild => "this node needs a build",
+            WriteBlock::NoTimelineYet => "disk full: the history file of the timeline that follows the crash cannot be written yet (retried every second)",
         })
     }
 }

@@ -132,7 +132,9 @@ fn not_ready(ctx: &ReplContext) -> Option<String> {
         return Some(nb.reason);
     }
     match ctx.engine.write_block() {
-        Some(b @ (WriteBlock::Pending | WriteBlock::NeedsBuild)) => Some(b.to_string()),
+        Some(b @ (WriteBlock::Pending | WriteBlock::NeedsBuild | WriteBlock::NoTimelineYet)) => {
+            Some(b.to_string())
+        }
         _ => None,
     }
 }

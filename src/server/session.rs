@@ -751,7 +751,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// that follow the primary (the load tool, Redis clients with READONLY
 /// handling) look for the new one.
 fn readonly_blocked(block: crate::engine::WriteBlock) -> String {
-    format!("READONLY this node takes no writes now: {block}")
+    match block {
+        // This node is the primary, only out of space: not a redirect.
+        crate::engine::WriteBlock::NoTimelineYet => format!("ERR {block}"),
+        _ => format!("READONLY this node takes no writes now: {block}"),
+    }
 }
 
 /// Error reply text for an engine error.
