@@ -880,6 +880,56 @@ mod tests {
     }
 
     #[test]
+    fn durable_writer_keeps_several_in_flight_and_reports_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = temp_file(&dir, "w");
+        let fd = f.as_raw_fd();
+        let mut w = DurableWriter::new(3).unwrap();
+        for i in 0..3u8 {
+            let mut buf = AlignedBuf::zeroed(100);
+            assert_eq!(buf.len(), DIRECT_ALIGN);
+            buf.as_mut_slice().fill(i + 1);
+            w.submit(
+                fd,
+                u64::from(i) * DIRECT_ALIGN as u64,
+                buf,
+                u64::from(i) + 10,
+            )
+            .unwrap();
+        }
+        let mut tokens = Vec::new();
+        while w.in_flight() > 0 {
+            for (token, outcome, buf) in w.wait() {
+                outcome.unwrap();
+                assert_eq!(buf.len(), DIRECT_ALIGN);
+                tokens.push(token);
+            }
+        }
+        tokens.sort();
+        assert_eq!(tokens, vec![10, 11, 12]);
+        let mut back = vec![0u8; 3 * DIRECT_ALIGN];
+        ring_read(fd, &mut back);
+        for i in 0..3 {
+            assert!(back[i * DIRECT_ALIGN..(i + 1) * DIRECT_ALIGN]
+                .iter()
+                .all(|&b| b == i as u8 + 1));
+        }
+        // A failed write comes back as an error naming the operation.
+        w.submit(-1, 0, AlignedBuf::zeroed(1), 7).unwrap();
+        let done = w.wait();
+        let (token, outcome, _) = &done[0];
+        assert_eq!(*token, 7);
+        let err = outcome.as_ref().unwrap_err();
+        assert_eq!(raw_os_error(err), Some(libc::EBADF));
+        assert!(err.to_string().contains("O_DSYNC"), "{err}");
+    }
+
+    fn ring_read(fd: RawFd, buf: &mut [u8]) {
+        let mut ring = Ring::new(4).unwrap();
+        assert_eq!(ring.read_at(fd, buf, 0).unwrap(), buf.len());
+    }
+
+    #[test]
     fn errors_name_the_operation_and_keep_the_errno() {
         let mut ring = Ring::new(4).unwrap();
         let err = ring.write_all_at(-1, b"x", 42).unwrap_err();
