@@ -779,6 +779,31 @@ pub fn signal_process(pid: u32, sig: i32) -> io::Result<()> {
     }
 }
 
+/// How long [`bind_listener`] retries an address still held.
+const BIND_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Binds a TCP listener, retrying for a few seconds while the address is
+/// in use. A node killed with SIGKILL can hold its listening sockets a
+/// little after its process is reaped: accepts still queued on its
+/// io_uring keep them open until the kernel tears the ring down
+/// asynchronously. A restart on the same port then waits for that instead
+/// of failing; a port that stays taken (another process) still fails,
+/// with the kernel's error.
+pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let deadline = std::time::Instant::now() + BIND_RETRY_FOR;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,7 +47,7 @@ pub fn start(
     addr: SocketAddr,
     core: Option<usize>,
 ) -> std::io::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(addr)?;
+    let listener = crate::io::bind_listener(addr)?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     if ctx.secret.is_empty() {
