@@ -675,3 +675,64 @@ fn a_standby_ahead_of_a_crashed_primary_drops_its_unapplied_tail_and_follows() {
         "the standby cut its tail"
     );
 }
+
+/// A standby told to follow (here: its own upstream again) while it
+/// holds WAL it has not applied yet (its primary had not said the WAL was
+/// durable there) starts the new stream from the end of its WAL, reloads
+/// and applies the rest, and reports consistent positions.
+#[test]
+fn a_standby_refollowing_with_unapplied_wal_applies_it_and_streams_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = NodeProc::new(
+        &dir.path().join("p"),
+        &["--name", "p", "--cluster-secret", SECRET],
+    );
+    p.env
+        .push(("TANDEM_TEST_FLUSH_DELAY_MS".into(), "300".into()));
+    p.spawn();
+    let out = build(p.repl_port, &dir.path().join("s"), "s", SECRET);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let mut s = NodeProc::new(
+        &dir.path().join("s"),
+        &["--name", "s", "--cluster-secret", SECRET],
+    );
+    s.spawn();
+    common::repl::wait_streaming(&p, "s", Duration::from_secs(20));
+    let mut c = p.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("synchronous_commit")
+        .arg("off")
+        .query(&mut c)
+        .unwrap();
+    for i in 0..50 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "the standby holds WAL it has not applied",
+        || {
+            let i = repl_info(&s);
+            field_u64(&i, "flush_lsn") > field_u64(&i, "applied_lsn")
+        },
+    );
+    let _: () = redis::cmd("REPL")
+        .arg("FOLLOW")
+        .arg(p.repl_addr())
+        .query(&mut s.client())
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("follow")
+        .query(&mut c)
+        .unwrap();
+    // The primary's flush is held back 300 ms a batch: wait for the pages.
+    wait_until(Duration::from_secs(20), "equal page digests", || {
+        common::repl::digest(&p) == common::repl::digest(&s)
+    });
+    assert!(!s.log_text().contains("panicked"), "{}", s.log_text());
+}

@@ -243,6 +243,9 @@ async fn stream_once(
         s.state = LinkState::Streaming;
         s.primary_client_addr = client_addr;
         s.primary_flushed = primary_flushed;
+        // Our whole WAL is durable here (waited for above).
+        s.received = next;
+        s.written = next;
         s.flushed = next;
         s.last_error = None;
     });
