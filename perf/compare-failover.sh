@@ -417,29 +417,6 @@ section_pg() {
 }
 
 # ---------------------------------------------------------------- tandem
-# One RESP command over /dev/tcp; prints the raw reply (bulk replies by line).
-resp() {
-    local addr=$1 req arg
-    shift
-    req="*$#\r\n"
-    for arg in "$@"; do req+="\$${#arg}\r\n$arg\r\n"; done
-    (
-        exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}" || exit 1
-        printf "%b" "$req" >&3
-        local first line len got=0
-        IFS= read -r -t 5 first <&3 || exit 1
-        first=${first%$'\r'}
-        if [[ "$first" == \$* ]]; then
-            len=${first#\$}
-            while ((got < len)) && IFS= read -r -t 5 line <&3; do
-                echo "${line%$'\r'}"
-                got=$((got + ${#line} + 1))
-            done
-        else
-            echo "$first"
-        fi
-    ) 2>/dev/null
-}
 info_has() { # info_has ADDR REGEX: INFO replication has a matching line
     local reply
     reply="$(resp "$1" INFO replication)" || return 1

@@ -188,34 +188,6 @@ next_port() {
     USED_PORTS+="$PORT "
 }
 
-# One RESP command over /dev/tcp (no redis-cli needed); prints the raw reply.
-resp() {
-    local port=$1
-    shift
-    local req arg
-    req="*$#\r\n"
-    for arg in "$@"; do req+="\$${#arg}\r\n$arg\r\n"; done
-    (
-        exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
-        printf "%b" "$req" >&3
-        local first line len
-        IFS= read -r -t 5 first <&3 || exit 1
-        first=${first%$'\r'}
-        if [[ "$first" == \$* ]]; then
-            len=${first#\$}
-            if ((len > 0)); then
-                # A bulk reply (INFO): read lines until len bytes are seen.
-                local got=0
-                while ((got < len)) && IFS= read -r -t 5 line <&3; do
-                    echo "${line%$'\r'}"
-                    got=$((got + ${#line} + 1))
-                done
-            fi
-        else
-            echo "$first"
-        fi
-    ) 2>/dev/null
-}
 
 # resp_grep PORT REGEX CMD...: whether the reply has a line matching REGEX
 # (captured first: grep -q closing the pipe early would fail a pipefail test).

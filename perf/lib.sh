@@ -27,3 +27,31 @@ free_port() {
         fi
     done
 }
+
+# One RESP command over /dev/tcp (no redis-cli needed): resp ADDR CMD...
+# with ADDR = PORT (on 127.0.0.1) or HOST:PORT. Prints the first reply line,
+# or the lines of a bulk reply (INFO).
+resp() {
+    local addr=$1
+    shift
+    [[ "$addr" == *:* ]] || addr="127.0.0.1:$addr"
+    local req arg
+    req="*$#\r\n"
+    for arg in "$@"; do req+="\$${#arg}\r\n$arg\r\n"; done
+    (
+        exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}" || exit 1
+        printf "%b" "$req" >&3
+        local first line len got=0
+        IFS= read -r -t 5 first <&3 || exit 1
+        first=${first%$'\r'}
+        if [[ "$first" == \$* ]]; then
+            len=${first#\$}
+            while ((got < len)) && IFS= read -r -t 5 line <&3; do
+                echo "${line%$'\r'}"
+                got=$((got + ${#line} + 1))
+            done
+        else
+            echo "$first"
+        fi
+    ) 2>/dev/null
+}

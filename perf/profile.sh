@@ -104,30 +104,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# One RESP command over /dev/tcp; prints the first reply line (or a bulk's lines).
-resp() {
-    local port=$1
-    shift
-    local req arg
-    req="*$#\r\n"
-    for arg in "$@"; do req+="\$${#arg}\r\n$arg\r\n"; done
-    (
-        exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
-        printf "%b" "$req" >&3
-        local first line len got=0
-        IFS= read -r -t 5 first <&3 || exit 1
-        first=${first%$'\r'}
-        if [[ "$first" == \$* ]]; then
-            len=${first#\$}
-            while ((got < len)) && IFS= read -r -t 5 line <&3; do
-                echo "${line%$'\r'}"
-                got=$((got + ${#line} + 1))
-            done
-        else
-            echo "$first"
-        fi
-    ) 2>/dev/null
-}
 total_commits() { resp "$1" INFO stats | sed -n 's/^total_commits:\([0-9]*\).*/\1/p'; }
 
 # ---------------------------------------------------------------- node
