@@ -584,32 +584,25 @@ fn a_restarted_old_primary_cut_off_from_its_peers_stays_pending_and_never_takes_
     assert_eq!(split, None);
 }
 
-/// The primary ships each WAL batch before its own fdatasync ends, so a
-/// standby can hold WAL its primary loses in a crash. A slow primary disk
-/// (test knob) makes that certain; the restarted primary writes on a new
-/// timeline from its recovered end, and the standby, which applied nothing
-/// past what the primary had made durable, drops its tail and follows
-/// without a build.
-#[test]
-fn a_standby_ahead_of_a_crashed_primary_drops_its_unapplied_tail_and_follows() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut p = NodeProc::new(
-        &dir.path().join("p"),
-        &["--name", "p", "--cluster-secret", SECRET],
-    );
+/// A primary whose flush is held back 300 ms a batch (test knob) and a
+/// standby built from it, streaming.
+fn slow_disk_primary_with_standby(dir: &Path) -> (NodeProc, NodeProc) {
+    let mut p = NodeProc::new(&dir.join("p"), &["--name", "p", "--cluster-secret", SECRET]);
     p.env
         .push(("TANDEM_TEST_FLUSH_DELAY_MS".into(), "300".into()));
     p.spawn();
-    let out = build(p.repl_port, &dir.path().join("s"), "s", SECRET);
+    let out = build(p.repl_port, &dir.join("s"), "s", SECRET);
     assert!(out.status.success(), "{}", output_text(&out));
-    let mut s = NodeProc::new(
-        &dir.path().join("s"),
-        &["--name", "s", "--cluster-secret", SECRET],
-    );
+    let mut s = NodeProc::new(&dir.join("s"), &["--name", "s", "--cluster-secret", SECRET]);
     s.spawn();
     common::repl::wait_streaming(&p, "s", Duration::from_secs(20));
-    // Writes with synchronous_commit off return at once; their WAL reaches
-    // the standby while the primary's flush is held back.
+    (p, s)
+}
+
+/// 50 SETs with synchronous_commit off: they return at once, and their WAL
+/// reaches the standby while the primary's flush is held back. Returns the
+/// client connection.
+fn write_past_the_primarys_flush(p: &NodeProc) -> redis::Connection {
     let mut c = p.client();
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
@@ -624,6 +617,20 @@ fn a_standby_ahead_of_a_crashed_primary_drops_its_unapplied_tail_and_follows() {
             .query(&mut c)
             .unwrap();
     }
+    c
+}
+
+/// The primary ships each WAL batch before its own fdatasync ends, so a
+/// standby can hold WAL its primary loses in a crash. A slow primary disk
+/// (test knob) makes that certain; the restarted primary writes on a new
+/// timeline from its recovered end, and the standby, which applied nothing
+/// past what the primary had made durable, drops its tail and follows
+/// without a build.
+#[test]
+fn a_standby_ahead_of_a_crashed_primary_drops_its_unapplied_tail_and_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, s) = slow_disk_primary_with_standby(dir.path());
+    write_past_the_primarys_flush(&p);
     let mut ahead = (0, 0);
     wait_until(
         Duration::from_secs(10),
@@ -683,35 +690,8 @@ fn a_standby_ahead_of_a_crashed_primary_drops_its_unapplied_tail_and_follows() {
 #[test]
 fn a_standby_refollowing_with_unapplied_wal_applies_it_and_streams_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = NodeProc::new(
-        &dir.path().join("p"),
-        &["--name", "p", "--cluster-secret", SECRET],
-    );
-    p.env
-        .push(("TANDEM_TEST_FLUSH_DELAY_MS".into(), "300".into()));
-    p.spawn();
-    let out = build(p.repl_port, &dir.path().join("s"), "s", SECRET);
-    assert!(out.status.success(), "{}", output_text(&out));
-    let mut s = NodeProc::new(
-        &dir.path().join("s"),
-        &["--name", "s", "--cluster-secret", SECRET],
-    );
-    s.spawn();
-    common::repl::wait_streaming(&p, "s", Duration::from_secs(20));
-    let mut c = p.client();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("synchronous_commit")
-        .arg("off")
-        .query(&mut c)
-        .unwrap();
-    for i in 0..50 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(i)
-            .query(&mut c)
-            .unwrap();
-    }
+    let (p, s) = slow_disk_primary_with_standby(dir.path());
+    let mut c = write_past_the_primarys_flush(&p);
     wait_until(
         Duration::from_secs(10),
         "the standby holds WAL it has not applied",
