@@ -5,7 +5,8 @@
 //! on any runtime awaits [`Kick::changed`] to learn that the generation
 //! moved past the one it started with. The WAL receiver uses it to drop
 //! its stream at once when an operator promotes the node or points it at
-//! another upstream, instead of noticing on its next frame or timer.
+//! another upstream; the WAL wakes its senders with one when the flusher
+//! takes a batch (no polling either way).
 //!
 //! Invariant: the generation only grows, and a waiter registered before a
 //! kick is always woken by it (both happen under one lock).

@@ -10,7 +10,8 @@
 //! - `tandemctl` (another process): [`ctl`] (RESP client, node processes).
 //!
 //! Invariants, and where they are asserted:
-//! - published LSNs only grow (`wal`);
+//! - published LSNs only grow (`wal`), except a standby's WAL end when it
+//!   drops a tail it never applied (`Wal::truncate_to`, at a timeline switch);
 //! - a page is written only after the WAL is durable past its last
 //!   commit (`engine::buffer_pool`), so `page_lsn <= flushed`;
 //! - a transaction is one record group ending in a commit, appended whole

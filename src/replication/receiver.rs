@@ -7,9 +7,13 @@
 //! flusher makes it durable through io_uring), and acknowledged at each
 //! stage with a `StandbyStatus` sent at once (received and written
 //! together right after the append, then flushed, then applied), so
-//! synchronous commits on the primary never wait for a timer. Complete record groups are applied after they are durable here,
-//! so a standby crash never loses what it applied. Parallel redo is its
-//! own issue; this applies serially.
+//! synchronous commits on the primary never wait for a timer. Complete
+//! record groups are applied once they are durable here *and* below the
+//! primary's flushed LSN that its frames carry (WAL may arrive before the
+//! primary's own flush ends; what the primary could still lose is never
+//! applied, so a reader here never sees it). A stream starts by reloading
+//! the records durable here but not yet applied. Parallel redo is its own
+//! issue; this applies serially.
 //!
 //! Errors: a refusal with `NeedsBuild` (or another cluster's system id)
 //! stops the receiver and the node reports `needs_build`; other errors
@@ -18,8 +22,10 @@
 //! Timelines: an upstream on a newer timeline sends its history
 //! (`TimelineSwitch`) before any WAL. If our timeline ended at or after
 //! the end of our WAL we adopt the history (history file first, then the
-//! control file) and stream on; otherwise our WAL went past the switch and
-//! the node needs a build, with the divergence LSN in INFO.
+//! control file) and stream on. If our WAL went past the switch but we
+//! applied nothing past it (a tail shipped before its primary crashed),
+//! we drop that tail (`Wal::truncate_to`) and follow; otherwise the node
+//! needs a build, with the divergence LSN in INFO.
 //!
 //! Control ([`ReceiverControl`]): the thread lives as long as the node and
 //! streams while an upstream is set. `follow` points it at another

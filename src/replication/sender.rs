@@ -4,11 +4,15 @@
 //!
 //! Runs on the `wal-sender` thread: one compio (io_uring) runtime, one
 //! task per peer. A standby's stream: whole records from its start LSN up
-//! to the primary's flushed LSN, read from segment files in chunks of
-//! `wal_range::CHUNK_BYTES`, then one `WalData` per flush as the WAL grows
-//! (woken by the flusher, no polling), a `Keepalive` after a second of
-//! silence. A second task per standby reads its status frames, updates
-//! the standby table and the synchronous-commit horizons.
+//! to our flushed LSN, read from segment files in chunks of
+//! `wal_range::CHUNK_BYTES`; then, on a primary, each batch as the flusher
+//! takes it (`Wal::submitted_from`, woken by its `Kick`), so the standby's
+//! fdatasync overlaps ours; every frame carries our flushed LSN (the
+//! standby applies nothing past it) and a `Keepalive` tells it when our
+//! flush catches up, or after a second of silence. A cascading standby
+//! forwards only what it flushed, capped at its primary's flushed LSN.
+//! A second task per standby reads its status frames, updates the standby
+//! table and the synchronous-commit horizons.
 
 use std::collections::VecDeque;
 use std::future::Future;
