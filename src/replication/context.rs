@@ -56,6 +56,10 @@ pub struct ReplContext {
     pub repl_addr: String,
     /// Replication addresses of the other nodes (config `peers`).
     pub peers: Vec<String>,
+    /// Serialises role and timeline changes (`roles`).
+    pub role_change: Mutex<()>,
+    /// This process started its post-crash timeline (`roles`).
+    pub resumed_after_crash: std::sync::atomic::AtomicBool,
 }
 
 /// Why a node needs a build, for INFO and `tandemctl query`.
@@ -97,6 +101,8 @@ impl ReplContext {
             needs_build: Mutex::new(None),
             repl_addr: String::new(),
             peers: Vec::new(),
+            role_change: Mutex::new(()),
+            resumed_after_crash: Default::default(),
         }
     }
 

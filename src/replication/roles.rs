@@ -4,7 +4,7 @@
 //! (needs build).
 //!
 //! Called from session commands (`REPL ...`), the WAL receiver and the
-//! pending-mode prober; changes are serialised by `ROLE_CHANGE` so two
+//! pending-mode prober; changes are serialised by `ReplContext::role_change` so two
 //! operators cannot promote and demote one node at the same time. They
 //! block for a few fsyncs (history and control file): rare operator
 //! actions, not the commit path.
@@ -23,17 +23,11 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
-
 use super::context::{NeedsBuild, ReplContext};
 use super::timeline::{self, Follow, Switch, TimelineHistory};
 use crate::engine::control_file::Role;
 use crate::engine::{EngineError, WriteBlock};
 use crate::ids::{Lsn, TimelineId};
-
-static ROLE_CHANGE: Mutex<()> = Mutex::new(());
-/// Set once this process started its post-crash timeline.
-static RESUMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoleError {
@@ -78,7 +72,7 @@ fn now_us() -> u64 {
 /// WAL's end and takes writes. A pending primary (operator's decision,
 /// DESIGN.md section 4) just starts taking writes on its own timeline.
 pub fn promote(ctx: &ReplContext, reason: &str) -> Result<Promotion, RoleError> {
-    let _change = ROLE_CHANGE.lock();
+    let _change = ctx.role_change.lock();
     let engine = &ctx.engine;
     if let Some(nb) = ctx.needs_build() {
         return Err(RoleError::NeedsBuild(nb.reason));
@@ -158,7 +152,7 @@ fn promote_stopped(ctx: &ReplContext, reason: &str) -> Result<Promotion, RoleErr
 /// client): the history tells them exactly where to cut it. No-op after a
 /// clean shutdown or when already done.
 pub fn begin_timeline_after_crash(ctx: &ReplContext) -> Result<(), RoleError> {
-    let _change = ROLE_CHANGE.lock();
+    let _change = ctx.role_change.lock();
     begin_timeline_after_crash_locked(ctx)
 }
 
@@ -166,7 +160,9 @@ fn begin_timeline_after_crash_locked(ctx: &ReplContext) -> Result<(), RoleError>
     let engine = &ctx.engine;
     if !engine.crashed()
         || engine.role() != Role::Primary
-        || RESUMED.load(std::sync::atomic::Ordering::Acquire)
+        || ctx
+            .resumed_after_crash
+            .load(std::sync::atomic::Ordering::Acquire)
     {
         return Ok(());
     }
@@ -187,7 +183,8 @@ fn begin_timeline_after_crash_locked(ctx: &ReplContext) -> Result<(), RoleError>
     })?;
     engine.set_timeline(new)?;
     *ctx.history.lock() = history;
-    RESUMED.store(true, std::sync::atomic::Ordering::Release);
+    ctx.resumed_after_crash
+        .store(true, std::sync::atomic::Ordering::Release);
     ctx.bump_epoch();
     tracing::info!(timeline = %new, switch_lsn = %end, "after a crash: writes go to a new timeline");
     Ok(())
@@ -213,7 +210,7 @@ fn highest_known_timeline(wal_dir: &Path, ours: TimelineId) -> TimelineId {
 /// Primary stops taking writes (switchover); returns the end of its WAL,
 /// flushed: every write it acknowledged or will acknowledge is below it.
 pub fn fence(ctx: &ReplContext) -> Result<Lsn, RoleError> {
-    let _change = ROLE_CHANGE.lock();
+    let _change = ctx.role_change.lock();
     let engine = &ctx.engine;
     if engine.role() != Role::Primary {
         return Err(RoleError::NotPrimary);
@@ -234,7 +231,7 @@ pub fn fence(ctx: &ReplContext) -> Result<Lsn, RoleError> {
 
 /// Lifts a switchover fence (a switchover that gave up).
 pub fn unfence(ctx: &ReplContext) -> Result<(), RoleError> {
-    let _change = ROLE_CHANGE.lock();
+    let _change = ctx.role_change.lock();
     if ctx.engine.role() != Role::Primary {
         return Err(RoleError::NotPrimary);
     }
@@ -249,7 +246,7 @@ pub fn unfence(ctx: &ReplContext) -> Result<(), RoleError> {
 /// replication address). Its WAL ends where the new primary's timeline
 /// began, so it follows without a build.
 pub fn demote(ctx: &ReplContext, upstream: &str) -> Result<Lsn, RoleError> {
-    let _change = ROLE_CHANGE.lock();
+    let _change = ctx.role_change.lock();
     let engine = &ctx.engine;
     if engine.role() != Role::Primary {
         return Err(RoleError::NotPrimary);
@@ -265,7 +262,7 @@ pub fn demote(ctx: &ReplContext, upstream: &str) -> Result<Lsn, RoleError> {
 
 /// Standby: stream from `upstream` from now on.
 pub fn follow(ctx: &ReplContext, upstream: &str) -> Result<(), RoleError> {
-    let _change = ROLE_CHANGE.lock();
+    let _change = ctx.role_change.lock();
     if ctx.engine.role() != Role::Standby {
         return Err(RoleError::NotStandby);
     }
@@ -331,7 +328,7 @@ pub fn adopt_timeline(
     theirs: TimelineHistory,
     our_end: Lsn,
 ) -> Result<Option<(Lsn, Lsn)>, RoleError> {
-    let _change = ROLE_CHANGE.lock();
+    let _change = ctx.role_change.lock();
     let ours = ctx.history.lock().clone();
     let mut decision = follow_decision(&ours, our_end, &theirs);
     let mut truncated = None;
