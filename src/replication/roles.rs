@@ -116,24 +116,8 @@ pub fn promote(ctx: &ReplContext, reason: &str) -> Result<Promotion, RoleError> 
 fn promote_stopped(ctx: &ReplContext, reason: &str) -> Result<Promotion, RoleError> {
     let engine = &ctx.engine;
     let replay = engine.replay_to_wal_end()?;
-    let old = engine.timeline();
-    let new = TimelineId(highest_known_timeline(&ctx.wal_dir, old).0 + 1);
-    let mut history = ctx.history.lock().clone();
-    history.append(Switch {
-        timeline: new,
-        parent: old,
-        switch_lsn: replay.wal_end,
-        reason: reason
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(200)
-            .collect(),
-        time_us: now_us(),
-    });
-    timeline::write(&ctx.wal_dir, &history).map_err(|source| RoleError::Io {
-        what: "the timeline history file",
-        source,
-    })?;
+    let history = next_timeline(ctx, replay.wal_end, reason)?;
+    let new = history.current();
     if replay.partial_group {
         tracing::warn!(at = %replay.wal_end, "the received WAL ends inside a transaction: it is aborted on the new timeline");
     }
@@ -167,20 +151,8 @@ fn begin_timeline_after_crash_locked(ctx: &ReplContext) -> Result<(), RoleError>
         return Ok(());
     }
     let end = engine.wal().inserted();
-    let old = engine.timeline();
-    let new = TimelineId(highest_known_timeline(&ctx.wal_dir, old).0 + 1);
-    let mut history = ctx.history.lock().clone();
-    history.append(Switch {
-        timeline: new,
-        parent: old,
-        switch_lsn: end,
-        reason: "crash recovery".into(),
-        time_us: now_us(),
-    });
-    timeline::write(&ctx.wal_dir, &history).map_err(|source| RoleError::Io {
-        what: "the timeline history file",
-        source,
-    })?;
+    let history = next_timeline(ctx, end, "crash recovery")?;
+    let new = history.current();
     engine.set_timeline(new)?;
     *ctx.history.lock() = history;
     ctx.resumed_after_crash
@@ -188,6 +160,43 @@ fn begin_timeline_after_crash_locked(ctx: &ReplContext) -> Result<(), RoleError>
     ctx.bump_epoch();
     tracing::info!(timeline = %new, switch_lsn = %end, "after a crash: writes go to a new timeline");
     Ok(())
+}
+
+/// Our history plus a switch at `switch_lsn` to a timeline newer than any
+/// this node has seen, made durable as its history file (before any
+/// control file may name it). The caller installs it.
+fn next_timeline(
+    ctx: &ReplContext,
+    switch_lsn: Lsn,
+    reason: &str,
+) -> Result<TimelineHistory, RoleError> {
+    let old = ctx.engine.timeline();
+    let mut history = ctx.history.lock().clone();
+    history.append(Switch {
+        timeline: TimelineId(highest_known_timeline(&ctx.wal_dir, old).0 + 1),
+        parent: old,
+        switch_lsn,
+        reason: history_reason(reason),
+        time_us: now_us(),
+    });
+    timeline::write(&ctx.wal_dir, &history).map_err(|source| RoleError::Io {
+        what: "the timeline history file",
+        source,
+    })?;
+    Ok(history)
+}
+
+/// `reason` (operator input) as a history file takes it: no control
+/// characters, at most `REASON_BYTES_MAX` bytes, cut at a character.
+fn history_reason(reason: &str) -> String {
+    let mut out = String::new();
+    for c in reason.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > timeline::REASON_BYTES_MAX {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The newest timeline named by a history file in `wal_dir`, or `ours`.
@@ -434,6 +443,13 @@ mod tests {
             parent = t;
         }
         h
+    }
+
+    #[test]
+    fn a_long_multibyte_reason_is_cut_to_the_history_limit() {
+        let r = history_reason(&"é\n".repeat(300));
+        assert!(r.len() <= timeline::REASON_BYTES_MAX);
+        assert_eq!(r, "é".repeat(timeline::REASON_BYTES_MAX / 2));
     }
 
     #[test]
