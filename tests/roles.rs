@@ -435,8 +435,12 @@ fn failover_after_sigkill_keeps_every_acknowledged_write_and_fences_the_old_prim
     wait_until(Duration::from_secs(20), "the old primary settles", || {
         let info = repl_info(&nodes[0]);
         role = field(&info, "role").unwrap_or_default().to_string();
+        // A standby settles once streaming on the new timeline (it adopts
+        // the timeline from the first message after the handshake).
         role == "needs_build"
-            || (role == "standby" && field(&info, "upstream_state") == Some("streaming"))
+            || (role == "standby"
+                && field(&info, "upstream_state") == Some("streaming")
+                && field_u64(&info, "timeline") == tli)
     });
     let info = repl_info(&nodes[0]);
     if role == "needs_build" {
@@ -570,8 +574,11 @@ fn a_restarted_old_primary_cut_off_from_its_peers_stays_pending_and_never_takes_
         "the old primary learns of timeline 2",
         || {
             let info = repl_info(&nodes[0]);
-            matches!(field(&info, "role"), Some("needs_build") | Some("standby"))
-                && field_u64(&info, "timeline") >= 1
+            match field(&info, "role") {
+                Some("needs_build") => true,
+                Some("standby") => field_u64(&info, "timeline") == 2,
+                _ => false,
+            }
         },
     );
     let err = redis::cmd("SET")
