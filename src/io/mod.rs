@@ -31,6 +31,8 @@
 //!   error is an [`OpError`] naming the operation, fd and offset; use
 //!   [`raw_os_error`] to get the errno (e.g. to tell `ENOSPC` apart).
 
+pub mod net_runtime;
+
 use std::cell::Cell;
 use std::fmt;
 use std::io;

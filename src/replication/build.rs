@@ -127,7 +127,7 @@ pub struct BuildOptions {
 /// Target side: builds `data_dir` into a standby of `from`.
 pub fn run(opts: &BuildOptions) -> Result<BuildSummary, BuildError> {
     prepare_dir(&opts.data_dir)?;
-    let runtime = compio::runtime::Runtime::new()?;
+    let runtime = crate::io::net_runtime::network_runtime()?;
     runtime.block_on(receive(opts))
 }
 

@@ -91,7 +91,7 @@ pub fn start(ctx: Arc<ReplContext>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("peer-probe".into())
         .spawn(move || {
-            let runtime = match compio::runtime::Runtime::new() {
+            let runtime = match crate::io::net_runtime::network_runtime() {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "peer-probe runtime failed to start");

@@ -130,7 +130,7 @@ pub fn start(ctx: Arc<ReplContext>, core: Option<usize>) -> std::io::Result<()> 
             if let Some(core) = core {
                 core_affinity::set_for_current(core_affinity::CoreId { id: core });
             }
-            let runtime = match compio::runtime::Runtime::new() {
+            let runtime = match crate::io::net_runtime::network_runtime() {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "receiver runtime failed to start");

@@ -63,7 +63,7 @@ pub fn start(
         if let Some(core) = core {
             core_affinity::set_for_current(core_affinity::CoreId { id: core });
         }
-        let runtime = match compio::runtime::Runtime::new() {
+        let runtime = match crate::io::net_runtime::network_runtime() {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "replication runtime failed to start");

@@ -50,7 +50,7 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 fn run_core(node: Arc<Node>, std_listener: std::net::TcpListener) -> std::io::Result<()> {
-    let runtime = compio::runtime::Runtime::new()?;
+    let runtime = crate::io::net_runtime::network_runtime()?;
     runtime.block_on(async move {
         let listener = compio::net::TcpListener::from_std(std_listener)?;
         loop {
