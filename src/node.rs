@@ -250,13 +250,17 @@ pub fn run(config: Config) -> Result<(), NodeError> {
             })?;
         tracing::info!(%bound, "metrics listening");
     }
-    let repl_bound = crate::replication::sender::start(repl.clone(), node.config.repl_listen, None)
+    let repl_bound = crate::replication::sender::start(
+        repl.clone(),
+        node.config.repl_listen,
+        Some(node.config.core_map.wal_sender),
+    )
         .map_err(|source| NodeError::Listen {
             addr: node.config.repl_listen.to_string(),
             source,
         })?;
     tracing::info!(%repl_bound, "replication port listening");
-    crate::replication::receiver::start(repl.clone(), None).map_err(|source| {
+    crate::replication::receiver::start(repl.clone(), Some(node.config.core_map.wal_receiver)).map_err(|source| {
         NodeError::Thread {
             name: "wal-receiver".into(),
             source,
