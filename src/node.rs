@@ -255,17 +255,16 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         node.config.repl_listen,
         Some(node.config.core_map.wal_sender),
     )
-        .map_err(|source| NodeError::Listen {
-            addr: node.config.repl_listen.to_string(),
-            source,
-        })?;
+    .map_err(|source| NodeError::Listen {
+        addr: node.config.repl_listen.to_string(),
+        source,
+    })?;
     tracing::info!(%repl_bound, "replication port listening");
-    crate::replication::receiver::start(repl.clone(), Some(node.config.core_map.wal_receiver)).map_err(|source| {
-        NodeError::Thread {
+    crate::replication::receiver::start(repl.clone(), Some(node.config.core_map.wal_receiver))
+        .map_err(|source| NodeError::Thread {
             name: "wal-receiver".into(),
             source,
-        }
-    })?;
+        })?;
     if node.is_standby() {
         let path = node
             .config
