@@ -95,18 +95,26 @@ pub struct CoreMap {
 }
 
 impl CoreMap {
-    /// Default: the flusher on the last core, sessions on the others (all
-    /// cores when there are two or fewer: roles share cores there). The WAL
-    /// sender and receiver share the flusher's core: each batch goes
-    /// flusher -> sender (primary) and receiver -> flusher -> receiver
-    /// (standby), and a hand-off to an idle core costs a cross-CPU wake-up
-    /// (about 30 us each on the 2-vCPU VM here, measured per hop with
-    /// timestamps; under 3 us on the same core).
+    /// Default: the WAL threads (flusher, sender, receiver) on the last
+    /// core, sessions on all the others (on 2 cores: sessions on 0, WAL on
+    /// 1; on 1 core everything shares it).
+    ///
+    /// Why the WAL threads share one core: each batch goes flusher ->
+    /// sender (primary) and receiver -> flusher -> receiver (standby), and a
+    /// hand-off to an idle core costs a cross-CPU wake-up (about 30 us per
+    /// hop on the 2-vCPU VM here, measured with timestamps; under 3 us on
+    /// the same core). Why sessions stay off that core: measured side by
+    /// side on 2 cores, sessions on [0] against [0, 1] (WAL on 1 in both):
+    /// tandem-bench local TPC-B c=64 54-56k vs 39k tps, single INCRBY c=64
+    /// 98-101k vs 82-90k, `on` with a standby on the same machine 52-53k
+    /// vs 47k (p99 2.3 vs 4.7-5.1 ms), redis-benchmark GET c=64 161-166k vs
+    /// 126-128k/s; 1-client latency the same. Pinning the standby's WAL
+    /// threads to the other core instead was worse (40k vs 47-53k).
     pub fn default_for(cores: usize) -> CoreMap {
         let cores = cores.max(1);
         let last = cores - 1;
-        let sessions = if cores <= 2 {
-            (0..cores).collect()
+        let sessions = if cores == 1 {
+            vec![0]
         } else {
             (0..last).collect()
         };
@@ -316,11 +324,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_core_map_shares_two_cores_and_splits_more() {
+    fn default_core_map_keeps_sessions_off_the_wal_core() {
         assert_eq!(
             CoreMap::default_for(2),
             CoreMap {
-                sessions: vec![0, 1],
+                sessions: vec![0],
                 wal_flusher: 1,
                 wal_sender: 1,
                 wal_receiver: 1,
@@ -328,6 +336,9 @@ mod tests {
             }
         );
         assert_eq!(CoreMap::default_for(8).sessions, (0..7).collect::<Vec<_>>());
+        assert_eq!(CoreMap::default_for(8).wal_sender, 7);
+        assert_eq!(CoreMap::default_for(1).sessions, vec![0]);
+        assert_eq!(CoreMap::default_for(1).wal_flusher, 0);
     }
 
     #[test]
