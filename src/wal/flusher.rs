@@ -76,7 +76,14 @@
 //! boundary block, so the hold rule serialises them unless a batch ends on
 //! a block boundary or spans segments. Real parallelism would need batches
 //! that start on a fresh block (padding in the WAL format), which the
-//! format does not have; the probe's QD4 figure is the prize for that.
+//! format does not have. A prototype (2026-11-27: batches of two or more
+//! transactions padded to the next block, the flusher woken by an eventfd
+//! read on its ring while writes are in flight) doubled the writes (37-39k
+//! against 17k in a 300k-SET run, 8 transactions per write instead of 18)
+//! and lost: 81-83k SET/s against 93k side by side at 64 clients, because
+//! that path is CPU-bound on these 2 cores and every write costs CPU
+//! (submission, virtio kick, completion work). Not worth the format change
+//! here; worth re-measuring on a machine with spare cores.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
