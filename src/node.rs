@@ -12,6 +12,14 @@
 //! Shutdown (SIGTERM, SIGINT or the SHUTDOWN command): new commands are
 //! refused, in-flight commands finish (bounded wait), the engine
 //! checkpoints and marks the control file clean, the process exits 0.
+//!
+//! A panic on any thread stops the whole process ([`abort_on_panic`]):
+//! crash-only, as PostgreSQL's postmaster restarts every backend after one
+//! crashes. A node with one dead role thread would look alive while it is
+//! not (a standby whose receiver died serves ever older reads; a primary
+//! whose sender died holds its synchronous commits forever), and a panic
+//! may have left shared state half-changed. Nothing acknowledged is lost:
+//! the restart recovers from the WAL.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -176,7 +184,25 @@ fn spawn(
 }
 
 /// Runs a node until it is told to stop; returns after a clean shutdown.
+/// Makes a panic on any thread of this process log its thread and place,
+/// then abort (see the module doc). Called once by [`run`].
+pub fn abort_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(thread = name, at = %place, "a thread panicked (a bug): stopping the node; a restart recovers from the WAL");
+        default_hook(info);
+        std::process::abort();
+    }));
+}
+
 pub fn run(config: Config) -> Result<(), NodeError> {
+    abort_on_panic();
     let _lock = lock_data_dir(&config.data_dir)?;
     if config
         .data_dir

@@ -358,3 +358,43 @@ fn sigkill_of_a_sync_primary_loses_no_acknowledged_write_on_the_standby() {
     s.spawn();
     assert_acked_present(&s, &acked);
 }
+
+/// A bug that panics a role thread must not leave a half-alive node: the
+/// standby whose WAL receiver panics stops (SIGABRT, with the thread named
+/// in its log) instead of serving ever older reads while replicating
+/// nothing; its primary serves on.
+#[test]
+fn a_panicking_wal_receiver_stops_the_standby_and_the_primary_serves_on() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = NodeProc::start_primary(&dir.path().join("p"), "p", &[]);
+    let mut s = NodeProc::build_standby(&dir.path().join("s"), p.repl_port, "s", &[]);
+    s.env
+        .push(("TANDEM_TEST_RECEIVER_PANIC".into(), "1".into()));
+    s.spawn();
+    let mut c = p.client();
+    let _: () = c.set("after-the-standby-started", "x").unwrap();
+    let child = s.child.as_mut().expect("standby process");
+    let deadline = std::time::Instant::now() + WITHIN;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby kept running after its receiver panicked:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    s.child = None;
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "exit: {status:?}");
+    let log = s.log_text();
+    assert!(
+        log.contains("a thread panicked") && log.contains("wal-receiver"),
+        "log does not name the panicking thread:\n{log}"
+    );
+    let _: () = c.set("k", "v").unwrap();
+    let v: String = c.get("k").unwrap();
+    assert_eq!(v, "v");
+}

@@ -301,6 +301,7 @@ async fn stream_once(
                         bytes,
                         end_of_flushed,
                     } => {
+                        test_panic();
                         primary_flushed = primary_flushed.max(end_of_flushed);
                         if start != next {
                             return Err(ConnError::Unexpected {
@@ -509,6 +510,17 @@ fn test_write_delay() -> Option<Duration> {
             .ok()
             .map(Duration::from_millis)
     })
+}
+
+/// Test knob: with `TANDEM_TEST_RECEIVER_PANIC=1` the receiver panics on
+/// the first WAL it receives, standing in for a bug, so a test can show
+/// that a panicking role thread stops the node (`node::abort_on_panic`)
+/// instead of leaving a standby that serves reads and replicates nothing.
+fn test_panic() {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var("TANDEM_TEST_RECEIVER_PANIC").is_ok_and(|v| v == "1")) {
+        panic!("TANDEM_TEST_RECEIVER_PANIC: simulated bug in the WAL receiver");
+    }
 }
 
 async fn status(
