@@ -443,6 +443,11 @@ struct Client {
     /// fenced primary (switchover in progress) still answers `ROLE` as master,
     /// so without it a client would burn all its tries in a few milliseconds.
     readonly_backoff: Duration,
+    /// The host this client reconnected to, until its first ack there: a
+    /// new primary is reported on that ack, not on the connect (a fenced
+    /// old primary still accepts connections and answers `ROLE` as master
+    /// during a switchover, so connects alone flip back and forth).
+    unannounced: Option<String>,
     replies: Vec<Value>,
     encoded: Vec<u8>,
 }
@@ -468,6 +473,7 @@ impl Client {
             reconnect_wanted: false,
             readonly_host: None,
             readonly_backoff: Duration::ZERO,
+            unannounced: None,
             replies: Vec::new(),
             encoded: Vec::new(),
         }
@@ -636,6 +642,12 @@ impl Client {
         match outcome {
             Outcome::Ok => {
                 self.readonly_backoff = Duration::ZERO;
+                if let Some(addr) = self.unannounced.take() {
+                    self.shared.send(Msg::Primary {
+                        t_s: self.shared.t_s(),
+                        addr,
+                    });
+                }
                 let latency_us = now.saturating_duration_since(tx.scheduled).as_micros();
                 let latency_us = u64::try_from(latency_us).unwrap_or(u64::MAX);
                 self.shared
@@ -731,11 +743,7 @@ impl Client {
                     self.wait_readonly_backoff().await;
                 }
                 self.host_index = index;
-                let addr = conn.addr().to_string();
-                self.shared.send(Msg::Primary {
-                    t_s: self.shared.t_s(),
-                    addr,
-                });
+                self.unannounced = Some(conn.addr().to_string());
                 self.conn = Some(conn);
                 Ok(true)
             }
