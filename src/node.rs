@@ -183,10 +183,9 @@ fn spawn(
         .map_err(|source| NodeError::Thread { name, source })
 }
 
-/// Runs a node until it is told to stop; returns after a clean shutdown.
 /// Makes a panic on any thread of this process log its thread and place,
 /// then abort (see the module doc). Called once by [`run`].
-pub fn abort_on_panic() {
+fn abort_on_panic() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let thread = std::thread::current();
@@ -201,6 +200,7 @@ pub fn abort_on_panic() {
     }));
 }
 
+/// Runs a node until it is told to stop; returns after a clean shutdown.
 pub fn run(config: Config) -> Result<(), NodeError> {
     abort_on_panic();
     let _lock = lock_data_dir(&config.data_dir)?;

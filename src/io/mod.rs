@@ -54,6 +54,15 @@ const STALLED_ROUNDS_MAX: u32 = 64;
 /// for the completions of one round.
 const ENTER_RETRIES_MAX: u32 = 10_000;
 
+/// Whether a failed `io_uring_enter` is worth repeating: interrupted, or
+/// the kernel was short of resources for a moment.
+fn enter_may_retry(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+    )
+}
+
 /// Which operation failed, on which file, where.
 #[derive(Debug)]
 pub struct OpError {
@@ -437,12 +446,7 @@ impl Ring {
             }
             match self.uring.submit_and_wait(want - ready) {
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
-                    ) && retries < ENTER_RETRIES_MAX =>
-                {
+                Err(e) if enter_may_retry(&e) && retries < ENTER_RETRIES_MAX => {
                     retries += 1;
                 }
                 Err(e) => {
@@ -691,12 +695,7 @@ impl DurableWriter {
             }
             match self.uring.submit_and_wait(want) {
                 Ok(_) => return Ok(()),
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
-                    ) && retries < ENTER_RETRIES_MAX =>
-                {
+                Err(e) if enter_may_retry(&e) && retries < ENTER_RETRIES_MAX => {
                     retries += 1;
                 }
                 Err(e) => return Err(op_error("io_uring_enter", -1, 0, e)),

@@ -404,17 +404,16 @@ async fn find_newer_primary(ctx: &ReplContext, upstream: &str) -> Option<String>
 
 /// Applies the durable records the primary has made durable too (below
 /// `primary_flushed`: the primary may still lose what lies past it). The
-/// caller reports the applied LSN in its next status. True if it applied
-/// anything.
+/// caller reports the applied LSN in its next status.
 fn apply_ready(
     ctx: &ReplContext,
     group: &mut Vec<(Lsn, OwnedRecordBytes)>,
     durable: &mut Vec<(Lsn, OwnedRecordBytes)>,
     primary_flushed: Lsn,
-) -> Result<bool, ConnError> {
+) -> Result<(), ConnError> {
     let n = durable.partition_point(|(lsn, _)| *lsn < primary_flushed);
     if n == 0 {
-        return Ok(false);
+        return Ok(());
     }
     let records: Vec<_> = durable.drain(..n).collect();
     let t = Instant::now();
@@ -424,7 +423,7 @@ fn apply_ready(
         .record(t.elapsed().as_micros() as u64);
     ctx.upstream
         .update(|s| s.primary_flushed = s.primary_flushed.max(primary_flushed));
-    Ok(true)
+    Ok(())
 }
 
 /// The records of the local WAL from the applied position to `end` (all
