@@ -68,6 +68,7 @@ fn open_engine(dir: &Path, pool_bytes: usize) -> Arc<Engine> {
         buffer_pool_pages: pool_bytes / tandem::page::PAGE_BYTES,
         wal_segment_bytes: 16 << 20,
         wal_segments_ahead: 2,
+        wal_flush_poll: std::time::Duration::ZERO,
         data_extend_pages: 128,
         flusher_core: None,
     })

@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub buffer_pool_bytes: Option<u64>,
     pub wal_segment_bytes: Option<u64>,
     pub wal_segments_ahead: Option<u32>,
+    pub wal_flush_poll_us: Option<u64>,
     pub checkpoint_interval_secs: Option<u64>,
     pub checkpoint_wal_bytes: Option<u64>,
     pub session_cores: Option<usize>,
@@ -75,6 +76,9 @@ pub struct Config {
     pub buffer_pool_bytes: u64,
     pub wal_segment_bytes: u64,
     pub wal_segments_ahead: u32,
+    /// How long a primary's flusher polls for the write of a batch its WAL
+    /// senders ship before it sleeps (`wal::flusher`, "Polling"). 0: never.
+    pub wal_flush_poll_us: u64,
     pub checkpoint_interval_secs: u64,
     pub checkpoint_wal_bytes: u64,
     pub core_map: CoreMap,
@@ -180,6 +184,11 @@ pub mod limits {
     pub const WAL_SENDER_TIMEOUT_MS_DEFAULT: u64 = 10_000;
     /// WAL kept for standbys behind the end: 1 GiB.
     pub const MAX_WAL_RETENTION_DEFAULT: u64 = 1 << 30;
+    /// A little over one O_DIRECT|O_DSYNC write here (p50 about 200 us):
+    /// enough to catch most completions of a shipped batch by polling.
+    pub const WAL_FLUSH_POLL_US_DEFAULT: u64 = 300;
+    /// Polling longer than a slow write only burns the core.
+    pub const WAL_FLUSH_POLL_US_MAX: u64 = 10_000;
     /// SCAN cursors remembered per connection.
     pub const SCAN_CURSORS_MAX: usize = 64;
 }
@@ -299,6 +308,10 @@ impl Config {
             buffer_pool_bytes,
             wal_segment_bytes,
             wal_segments_ahead: f.wal_segments_ahead.unwrap_or(2).max(1),
+            wal_flush_poll_us: f
+                .wal_flush_poll_us
+                .unwrap_or(limits::WAL_FLUSH_POLL_US_DEFAULT)
+                .min(limits::WAL_FLUSH_POLL_US_MAX),
             checkpoint_interval_secs: f
                 .checkpoint_interval_secs
                 .unwrap_or(limits::CHECKPOINT_INTERVAL_SECS_DEFAULT)
@@ -351,5 +364,18 @@ mod tests {
             toml::from_str("data_dir = \"/x\"\nsynchronous_commit = \"maybe\"\n").unwrap();
         assert!(Config::resolve(f).is_err());
         assert!(toml::from_str::<FileConfig>("no_such_key = 1\n").is_err());
+    }
+
+    #[test]
+    fn flush_poll_defaults_and_is_capped() {
+        let resolve = |text: &str| Config::resolve(toml::from_str(text).unwrap()).unwrap();
+        let c = resolve("data_dir = \"/x\"\n");
+        assert_eq!(c.wal_flush_poll_us, limits::WAL_FLUSH_POLL_US_DEFAULT);
+        assert_eq!(
+            resolve("data_dir = \"/x\"\nwal_flush_poll_us = 0\n").wal_flush_poll_us,
+            0
+        );
+        let c = resolve("data_dir = \"/x\"\nwal_flush_poll_us = 99999999\n");
+        assert_eq!(c.wal_flush_poll_us, limits::WAL_FLUSH_POLL_US_MAX);
     }
 }

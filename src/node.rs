@@ -219,6 +219,7 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         buffer_pool_pages: (config.buffer_pool_bytes / crate::page::PAGE_BYTES as u64) as usize,
         wal_segment_bytes: config.wal_segment_bytes,
         wal_segments_ahead: config.wal_segments_ahead,
+        wal_flush_poll: std::time::Duration::from_micros(config.wal_flush_poll_us),
         data_extend_pages: config.data_extend_pages,
         flusher_core: Some(config.core_map.wal_flusher),
     })?;

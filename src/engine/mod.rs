@@ -163,6 +163,8 @@ pub struct EngineConfig {
     pub buffer_pool_pages: usize,
     pub wal_segment_bytes: u64,
     pub wal_segments_ahead: u32,
+    /// See `WalConfig::flush_poll`.
+    pub wal_flush_poll: std::time::Duration,
     pub data_extend_pages: u32,
     pub flusher_core: Option<usize>,
 }
@@ -270,6 +272,7 @@ impl Engine {
                 segments_ahead: cfg.wal_segments_ahead,
                 buffer_bytes_max: 64 << 20,
                 flusher_core: cfg.flusher_core,
+                flush_poll: cfg.wal_flush_poll,
             },
             end.next,
             end.prev,

@@ -403,8 +403,24 @@ async fn send_loop(
         let kicked = wal.submitted_kick().generation();
         let flushed = wal.flushed();
         let safe = safe_flushed(ctx);
-        let bytes = if sent < flushed {
-            // Behind: whole records from the segment files.
+        // The flusher's recent batches first, flushed or not: a sender
+        // woken a little late (its core was busy) finds the batch it missed
+        // there. Reading it from the segment file instead costs a disk read
+        // (the flusher writes O_DIRECT, so the page cache holds nothing)
+        // on this thread: 150-200 us of every commit at 64 clients `on`.
+        let in_memory = unflushed
+            .as_ref()
+            .and_then(|_| wal.submitted_from(sent))
+            .and_then(|mut bytes| {
+                let n =
+                    wal_range::whole_records_prefix(&bytes[..bytes.len().min(WAL_DATA_BYTES_MAX)]);
+                bytes.truncate(n);
+                (n > 0).then_some(bytes)
+            });
+        let bytes = if in_memory.is_some() {
+            in_memory
+        } else if sent < flushed {
+            // Behind the kept batches: whole records from the segment files.
             let bytes = wal_range::read_records(&segs, sent, flushed)
                 .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
             if bytes.is_empty() {
@@ -413,12 +429,6 @@ async fn send_loop(
                 ))));
             }
             Some(bytes)
-        } else if let Some(mut bytes) = unflushed.as_ref().and_then(|_| wal.submitted_from(sent)) {
-            // A batch our flusher is making durable right now: the
-            // standby's fdatasync overlaps ours.
-            let n = wal_range::whole_records_prefix(&bytes[..bytes.len().min(WAL_DATA_BYTES_MAX)]);
-            bytes.truncate(n);
-            (n > 0).then_some(bytes)
         } else {
             None
         };

@@ -57,6 +57,10 @@ pub const SEGMENTS_AHEAD_DEFAULT: u32 = 2;
 /// above what one flush takes at the measured ~340 MiB/s buffered write
 /// rate (DESIGN.md section 6) within one fsync time.
 pub const BUFFER_BYTES_MAX_DEFAULT: usize = 64 << 20;
+/// How long the flusher polls for a shipped batch's write unless
+/// configured (see `flusher`, "Polling").
+pub const FLUSH_POLL_DEFAULT: std::time::Duration =
+    std::time::Duration::from_micros(crate::config::limits::WAL_FLUSH_POLL_US_DEFAULT);
 
 /// Errors of the WAL subsystem.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -98,6 +102,9 @@ pub struct WalConfig {
     pub buffer_bytes_max: usize,
     /// Core to pin the flusher thread to.
     pub flusher_core: Option<usize>,
+    /// How long the flusher polls for the write of a shipped batch before
+    /// it sleeps (see `flusher`, "Polling"). Zero: it sleeps at once.
+    pub flush_poll: std::time::Duration,
 }
 
 impl WalConfig {
@@ -109,6 +116,7 @@ impl WalConfig {
             segments_ahead: SEGMENTS_AHEAD_DEFAULT,
             buffer_bytes_max: BUFFER_BYTES_MAX_DEFAULT,
             flusher_core: None,
+            flush_poll: FLUSH_POLL_DEFAULT,
         }
     }
 }
@@ -167,10 +175,11 @@ impl Shared {
     }
 
     /// Flusher: `batch` (at `start`) goes to disk now; readers of unflushed
-    /// WAL may ship it already.
-    pub(crate) fn publish_submitted(&self, start: Lsn, batch: &[u8]) {
+    /// WAL may ship it already. True when someone may (a reader is
+    /// registered).
+    pub(crate) fn publish_submitted(&self, start: Lsn, batch: &[u8]) -> bool {
         if self.unflushed_readers.load(Ordering::Acquire) == 0 {
-            return;
+            return false;
         }
         {
             let mut q = self.submitted.lock();
@@ -190,6 +199,7 @@ impl Shared {
             }
         }
         self.submitted_kick.kick();
+        true
     }
 
     /// Publishes a new flushed LSN. Only grows (asserted: data guard).
