@@ -30,6 +30,7 @@ pub struct FileConfig {
     pub wal_segment_bytes: Option<u64>,
     pub wal_segments_ahead: Option<u32>,
     pub wal_flush_poll_us: Option<u64>,
+    pub session_poll_us: Option<u64>,
     pub checkpoint_interval_secs: Option<u64>,
     pub checkpoint_wal_bytes: Option<u64>,
     pub session_cores: Option<usize>,
@@ -79,6 +80,10 @@ pub struct Config {
     /// How long a primary's flusher polls for the write of a batch its WAL
     /// senders ship before it sleeps (`wal::flusher`, "Polling"). 0: never.
     pub wal_flush_poll_us: u64,
+    /// How long a session core polls its ring after its last task ran
+    /// before it sleeps (`io::net_runtime`, "Polling before sleeping").
+    /// 0: it sleeps at once.
+    pub session_poll_us: u64,
     pub checkpoint_interval_secs: u64,
     pub checkpoint_wal_bytes: u64,
     pub core_map: CoreMap,
@@ -187,8 +192,13 @@ pub mod limits {
     /// A little over one O_DIRECT|O_DSYNC write here (p50 about 200 us):
     /// enough to catch most completions of a shipped batch by polling.
     pub const WAL_FLUSH_POLL_US_DEFAULT: u64 = 300;
-    /// Polling longer than a slow write only burns the core.
+    /// Polling longer than a slow write only burns the core (also the cap
+    /// of `session_poll_us`).
     pub const WAL_FLUSH_POLL_US_MAX: u64 = 10_000;
+    /// About one commit round trip (write+fdatasync and the reply): a
+    /// client's next request or a commit's acknowledgement usually lands
+    /// inside it.
+    pub const SESSION_POLL_US_DEFAULT: u64 = 300;
     /// SCAN cursors remembered per connection.
     pub const SCAN_CURSORS_MAX: usize = 64;
 }
@@ -312,6 +322,10 @@ impl Config {
                 .wal_flush_poll_us
                 .unwrap_or(limits::WAL_FLUSH_POLL_US_DEFAULT)
                 .min(limits::WAL_FLUSH_POLL_US_MAX),
+            session_poll_us: f
+                .session_poll_us
+                .unwrap_or(limits::SESSION_POLL_US_DEFAULT)
+                .min(limits::WAL_FLUSH_POLL_US_MAX),
             checkpoint_interval_secs: f
                 .checkpoint_interval_secs
                 .unwrap_or(limits::CHECKPOINT_INTERVAL_SECS_DEFAULT)
@@ -377,5 +391,8 @@ mod tests {
         );
         let c = resolve("data_dir = \"/x\"\nwal_flush_poll_us = 99999999\n");
         assert_eq!(c.wal_flush_poll_us, limits::WAL_FLUSH_POLL_US_MAX);
+        assert_eq!(c.session_poll_us, limits::SESSION_POLL_US_DEFAULT);
+        let c = resolve("data_dir = \"/x\"\nsession_poll_us = 0\n");
+        assert_eq!(c.session_poll_us, 0);
     }
 }

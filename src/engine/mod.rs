@@ -277,6 +277,7 @@ impl Engine {
             end.next,
             end.prev,
         )?;
+        wal.set_sessions_append(cd.role == Role::Primary);
         let flush_wal = wal.clone();
         pool.set_flush_to(Box::new(move |lsn| {
             flush_wal
@@ -632,6 +633,7 @@ impl Engine {
         st.role = Role::Primary;
         self.is_standby
             .store(false, std::sync::atomic::Ordering::Release);
+        self.wal.set_sessions_append(true);
         let mut control = self.control.lock();
         let cd = control.data();
         control.write(ControlData {
@@ -654,6 +656,7 @@ impl Engine {
         st.role = Role::Standby;
         self.is_standby
             .store(true, std::sync::atomic::Ordering::Release);
+        self.wal.set_sessions_append(false);
         self.write_block
             .store(0, std::sync::atomic::Ordering::Release);
         let mut control = self.control.lock();

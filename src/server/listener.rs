@@ -51,7 +51,8 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 fn run_core(node: Arc<Node>, std_listener: std::net::TcpListener) -> std::io::Result<()> {
     let runtime = crate::io::net_runtime::network_runtime()?;
-    runtime.block_on(async move {
+    let poll_for = std::time::Duration::from_micros(node.config.session_poll_us);
+    let accept_loop = async move {
         let listener = compio::net::TcpListener::from_std(std_listener)?;
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -72,17 +73,19 @@ fn run_core(node: Arc<Node>, std_listener: std::net::TcpListener) -> std::io::Re
             node.metrics.connections.inc();
             let _ = stream.set_nodelay(true);
             let node = node.clone();
-            compio::runtime::spawn(async move {
+            compio::runtime::spawn(crate::io::net_runtime::counted(async move {
                 let result = super::session::serve(stream, node.clone()).await;
                 node.metrics.connections.dec();
                 drop(guard);
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection closed with an error");
                 }
-            })
+            }))
             .detach();
         }
-    })
+    };
+    // Polls before sleeping: see io::net_runtime, "Polling before sleeping".
+    crate::io::net_runtime::block_on_polling(&runtime, accept_loop, poll_for)
 }
 
 /// Counts a connection as open until dropped.

@@ -36,7 +36,7 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -159,6 +159,12 @@ pub(crate) struct Shared {
     /// Kicked after each batch is added to `submitted`.
     submitted_kick: crate::kick::Kick,
     unflushed_readers: std::sync::atomic::AtomicUsize,
+    /// Client sessions append (a primary), on cores other than the
+    /// flusher's: the flusher polls for appends before it sleeps
+    /// (`flusher`, "Polling"). On a standby the WAL receiver appends, on
+    /// the flusher's own core, and polling there doubled one-client
+    /// commit latency: off.
+    sessions_append: AtomicBool,
 }
 
 /// Batches kept in `Shared::submitted`: a sender that falls further behind
@@ -295,6 +301,7 @@ impl Wal {
             submitted: Mutex::new(Default::default()),
             submitted_kick: Default::default(),
             unflushed_readers: Default::default(),
+            sessions_append: AtomicBool::new(false),
             cfg,
         });
         let prepare_thread = {
@@ -443,6 +450,13 @@ impl Wal {
             out.extend_from_slice(&b[skip..]);
         }
         Some(out)
+    }
+
+    /// Whether client sessions append to this WAL (the node is a primary):
+    /// the flusher then polls for the next append before it sleeps (see
+    /// `flusher`, "Polling"). The engine sets it with the role.
+    pub fn set_sessions_append(&self, on: bool) {
+        self.shared.sessions_append.store(on, Ordering::Release);
     }
 
     /// Kicked whenever the flusher takes a new batch (see
