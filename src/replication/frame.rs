@@ -50,12 +50,15 @@
 //!   6 PeerStatus     role u8 (PeerRole) | flushed u64 | history (rest: a
 //!                    timeline history file, see timeline.rs)
 //!                                      = 9 + n  answer to a Probe, then close
-//!  16 WalData        start u64 | end_of_flushed u64 | bytes (rest,
-//!                    <= WAL_DATA_BYTES_MAX); end_of_flushed = the sender's
-//!                    durable end: the bytes may run past it (shipped while
-//!                    the primary's own flush runs), the standby applies
-//!                    nothing past it
-//!                                                 = 16 + n   primary -> standby
+//!  16 WalData        start u64 | end_of_flushed u64 | receipt bool |
+//!                    bytes (rest, <= WAL_DATA_BYTES_MAX); end_of_flushed =
+//!                    the sender's durable end: the bytes may run past it
+//!                    (shipped while the primary's own flush runs), the
+//!                    standby applies nothing past it; receipt = a commit
+//!                    waits for remote_receive or remote_write: answer this
+//!                    frame with a status at once (else the status after the
+//!                    flush answers it)
+//!                                                 = 17 + n   primary -> standby
 //!  17 StandbyStatus  received u64 | written u64 | flushed u64 | applied u64 |
 //!                    time_us u64 | reply_requested bool
 //!                    (received >= written >= flushed >= applied)
@@ -87,7 +90,7 @@ use crate::ids::{Lsn, SystemId, TimelineId};
 use crate::page::PAGE_BYTES;
 
 /// Version of this wire format, sent in `Hello.protocol_version`.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const MAGIC: [u8; 2] = *b"TR";
 pub const FRAME_HEADER_BYTES: usize = 12;
 /// Most WAL bytes one `WalData` or `BuildWal` carries. 4 MiB: a full WAL
@@ -106,7 +109,7 @@ pub const REFUSE_MESSAGE_BYTES_MAX: usize = 1024;
 pub const BUILD_PAGES_PER_FRAME_MAX: usize = (FRAME_PAYLOAD_BYTES_MAX - 4) / PAGE_BYTES;
 
 const _: () = assert!(FRAME_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
-const _: () = assert!(WAL_DATA_BYTES_MAX + 16 <= FRAME_PAYLOAD_BYTES_MAX);
+const _: () = assert!(WAL_DATA_BYTES_MAX + 17 <= FRAME_PAYLOAD_BYTES_MAX);
 const _: () = assert!(BUILD_PAGES_PER_FRAME_MAX >= 64);
 const _: () = assert!(REFUSE_MESSAGE_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(NAME_BYTES_MAX <= u8::MAX as usize);
@@ -266,9 +269,11 @@ pub enum Message {
     },
     /// Whole WAL records starting at `start`; those past `end_of_flushed`
     /// are not yet durable on the primary (the standby must not apply them).
+    /// `receipt`: acknowledge receipt at once (a commit waits for it).
     WalData {
         start: Lsn,
         end_of_flushed: Lsn,
+        receipt: bool,
         bytes: Vec<u8>,
     },
     StandbyStatus {
@@ -491,6 +496,7 @@ impl Message {
             Message::WalData {
                 start,
                 end_of_flushed,
+                receipt,
                 bytes,
             } => {
                 assert!(bytes.len() <= WAL_DATA_BYTES_MAX, "WalData batch too large");
@@ -500,6 +506,7 @@ impl Message {
                 );
                 out.extend_from_slice(&start.0.to_le_bytes());
                 out.extend_from_slice(&end_of_flushed.0.to_le_bytes());
+                out.push(u8::from(*receipt));
                 out.extend_from_slice(bytes);
             }
             Message::StandbyStatus {
@@ -647,10 +654,12 @@ impl Message {
             MessageKind::WalData => {
                 let start = Lsn(r.u64()?);
                 let end_of_flushed = Lsn(r.u64()?);
+                let receipt = r.bool("receipt")?;
                 let bytes = r.wal_rest(start)?;
                 Message::WalData {
                     start,
                     end_of_flushed,
+                    receipt,
                     bytes,
                 }
             }
@@ -1084,15 +1093,18 @@ mod tests {
             }),
             (arb_refuse_code(), ".{0,100}")
                 .prop_map(|(code, message)| Message::Refuse { code, message }),
-            (any::<u32>(), arb_bytes(600), any::<u32>()).prop_map(|(start, bytes, slack)| {
-                let start = Lsn(u64::from(start));
-                let end_of_flushed = Lsn(start.0 + bytes.len() as u64 + u64::from(slack));
-                Message::WalData {
-                    start,
-                    end_of_flushed,
-                    bytes,
+            (any::<u32>(), arb_bytes(600), any::<u32>(), any::<bool>()).prop_map(
+                |(start, bytes, slack, receipt)| {
+                    let start = Lsn(u64::from(start));
+                    let end_of_flushed = Lsn(start.0 + bytes.len() as u64 + u64::from(slack));
+                    Message::WalData {
+                        start,
+                        end_of_flushed,
+                        receipt,
+                        bytes,
+                    }
                 }
-            }),
+            ),
             (arb_stages(), any::<u64>(), any::<bool>()).prop_map(|(s, time_us, r)| {
                 Message::StandbyStatus {
                     received: s[0],
@@ -1378,15 +1390,26 @@ mod tests {
         let mut payload = Vec::new();
         payload.extend_from_slice(&100u64.to_le_bytes());
         payload.extend_from_slice(&102u64.to_le_bytes());
+        payload.push(1);
         payload.extend_from_slice(&[1, 2, 3, 4]);
         assert_eq!(
             Message::decode(MessageKind::WalData, &payload),
             Ok(Message::WalData {
                 start: Lsn(100),
                 end_of_flushed: Lsn(102),
+                receipt: true,
                 bytes: vec![1, 2, 3, 4],
             })
         );
+        // The receipt flag is a strict boolean, like every other.
+        payload[16] = 2;
+        assert!(matches!(
+            Message::decode(MessageKind::WalData, &payload),
+            Err(FrameError::BadField {
+                field: "receipt",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -1429,6 +1452,7 @@ mod tests {
         let m = Message::WalData {
             start: Lsn(0),
             end_of_flushed: Lsn(WAL_DATA_BYTES_MAX as u64),
+            receipt: false,
             bytes: vec![0; WAL_DATA_BYTES_MAX],
         };
         let bytes = encoded(&m);

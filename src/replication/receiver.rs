@@ -6,9 +6,10 @@
 //! by record against the chain, appended to the local WAL (the local
 //! flusher makes it durable through io_uring), and acknowledged at each
 //! stage with a `StandbyStatus` sent at once (received and written
-//! together right after the append, flushed and applied together once the
-//! local flush ends and the batch is redone), so synchronous commits on
-//! the primary never wait for a timer. Complete
+//! together right after the append when the frame asks for a receipt or
+//! let us apply something, flushed and applied together once the local
+//! flush ends and the batch is redone), so synchronous commits on the
+//! primary never wait for a timer. Complete
 //! record groups are applied once they are durable here *and* below the
 //! primary's flushed LSN that its frames carry (WAL may arrive before the
 //! primary's own flush ends; what the primary could still lose is never
@@ -300,6 +301,7 @@ async fn stream_once(
                         start,
                         bytes,
                         end_of_flushed,
+                        receipt,
                     } => {
                         test_panic();
                         primary_flushed = primary_flushed.max(end_of_flushed);
@@ -317,7 +319,12 @@ async fn stream_once(
                         let end = start.add(bytes.len() as u64);
                         ctx.upstream.update(|s| s.received = end);
                         if let Some(delay) = test_write_delay() {
-                            status(&mut w, ctx, false).await?;
+                            // Only a frame that asks for a receipt gets one
+                            // before the slow write: the tests that use this
+                            // knob show remote_receive commits ask for it.
+                            if receipt {
+                                status(&mut w, ctx, false).await?;
+                            }
                             compio::time::sleep(delay).await;
                         }
                         // Append first: it wakes our flusher, so the local
@@ -334,9 +341,15 @@ async fn stream_once(
                         written = end;
                         unflushed.extend(records);
                         // One status for received, written and whatever
-                        // this frame's flushed LSN let us apply.
+                        // this frame's flushed LSN let us apply, when the
+                        // primary asked for a receipt or we applied
+                        // something (remote_apply waits for that); else
+                        // the status after our flush answers this frame.
+                        let applied = ctx.upstream.get().map(|s| s.applied);
                         apply_ready(ctx, &mut group, &mut durable, primary_flushed)?;
-                        status(&mut w, ctx, false).await?;
+                        if receipt || ctx.upstream.get().map(|s| s.applied) != applied {
+                            status(&mut w, ctx, false).await?;
+                        }
                     }
                     Message::Keepalive { flushed, .. } => {
                         primary_flushed = primary_flushed.max(flushed);

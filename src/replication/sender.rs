@@ -434,12 +434,14 @@ async fn send_loop(
         };
         if let Some(bytes) = bytes {
             let next = sent.add(bytes.len() as u64);
+            let receipt = ctx.sync.receipts_wanted();
             send_within(
                 ctx,
                 w,
                 &Message::WalData {
                     start: sent,
                     end_of_flushed: safe,
+                    receipt,
                     bytes,
                 },
             )
@@ -452,7 +454,9 @@ async fn send_loop(
                     log.push_back(SentBatch {
                         end: sent,
                         at: Instant::now(),
-                        received: false,
+                        // A frame that asked for no receipt learns of it
+                        // with the flush: that is not a receipt time.
+                        received: !receipt,
                         flushed: false,
                     });
                 }

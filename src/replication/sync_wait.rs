@@ -8,10 +8,22 @@
 //! standbys are not connected, the level is marked missing: waits keep
 //! waiting (strict, the default) unless `most_available_sync` lets commits
 //! proceed on local durability, which INFO and the log then say.
+//!
+//! Receipts: a standby answers each `WalData` frame at once only when the
+//! frame asks for it (`receipt`), which the senders do while a commit at
+//! `remote_receive` or `remote_write` is under way ([`SyncRep::want_receipts`],
+//! taken by the session before it executes, so before its WAL can be
+//! shipped). Otherwise the standby's status after its flush answers the
+//! frame (it carries received and written too). That saves a status frame
+//! per batch on both nodes when no commit needs receipts. Measured side by
+//! side (2026-11-27, 64 clients, `on`, three pairs each): TPC-B
+//! 49.8-51.2k against 46.5-50.0k tps, single-UPDATE 73.9-80.8k against
+//! 74.1-77.8k: 2-4 %, inside this machine's noise. The primary's
+//! `ack_received` histogram then times only frames that asked.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -40,6 +52,19 @@ pub struct SyncRep {
     horizons: [AtomicU64; 4],
     missing: [AtomicBool; 4],
     waiters: Waiters,
+    /// Live [`ReceiptGuard`]s: commits that wait for receipt or write.
+    receipts_wanted: AtomicUsize,
+}
+
+/// While alive, WAL senders ask standbys for an immediate receipt of every
+/// frame (see the module doc).
+pub struct ReceiptGuard(Arc<SyncRep>);
+
+impl Drop for ReceiptGuard {
+    fn drop(&mut self) {
+        let before = self.0.receipts_wanted.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "receipt guard count underflow");
+    }
 }
 
 impl SyncRep {
@@ -50,6 +75,7 @@ impl SyncRep {
             horizons: Default::default(),
             missing: Default::default(),
             waiters: Waiters::default(),
+            receipts_wanted: AtomicUsize::new(0),
         };
         // No standby yet: with no names configured the remote levels act as
         // local; with names, they are missing until standbys report.
@@ -146,6 +172,24 @@ impl SyncRep {
         }
     }
 
+    /// Whether a commit at `level` needs standbys to acknowledge receipt
+    /// of each frame at once.
+    pub fn needs_receipts(level: SyncLevel) -> bool {
+        matches!(level, SyncLevel::RemoteReceive | SyncLevel::RemoteWrite)
+    }
+
+    /// Frames shipped from now until the guard drops ask for a receipt.
+    /// Take it before the commit's WAL is appended.
+    pub fn want_receipts(self: &Arc<Self>) -> ReceiptGuard {
+        self.receipts_wanted.fetch_add(1, Ordering::AcqRel);
+        ReceiptGuard(self.clone())
+    }
+
+    /// Whether the next frame should ask for a receipt.
+    pub fn receipts_wanted(&self) -> bool {
+        self.receipts_wanted.load(Ordering::Acquire) > 0
+    }
+
     /// Resolves when a commit ending at `lsn` satisfies `level`.
     pub fn wait(self: &Arc<Self>, level: SyncLevel, lsn: Lsn) -> SyncWait {
         SyncWait {
@@ -196,6 +240,23 @@ impl Drop for SyncWait {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receipts_are_wanted_while_a_guard_lives() {
+        let rep = Arc::new(SyncRep::new(StandbyNames::Async, false));
+        assert!(!rep.receipts_wanted());
+        let a = rep.want_receipts();
+        let b = rep.want_receipts();
+        assert!(rep.receipts_wanted());
+        drop(a);
+        assert!(rep.receipts_wanted());
+        drop(b);
+        assert!(!rep.receipts_wanted());
+        assert!(SyncRep::needs_receipts(SyncLevel::RemoteReceive));
+        assert!(SyncRep::needs_receipts(SyncLevel::RemoteWrite));
+        assert!(!SyncRep::needs_receipts(SyncLevel::On));
+        assert!(!SyncRep::needs_receipts(SyncLevel::RemoteApply));
+    }
 
     #[test]
     fn without_names_remote_levels_do_not_wait() {

@@ -33,6 +33,7 @@ use crate::config::{limits, StandbyNames, SyncLevel};
 use crate::engine::{btree, EngineError};
 use crate::ids::Lsn;
 use crate::node::{Node, StopReason};
+use crate::replication::sync_wait::SyncRep;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 const READ_BYTES: usize = 64 * 1024;
@@ -100,6 +101,12 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
     loop {
         let started = Instant::now();
         let in_flight = session.node.enter();
+        // Before anything of this batch is appended: frames that carry it
+        // ask the standbys for an immediate receipt (replication::sync_wait,
+        // "Receipts"). A level changed inside the batch takes effect with
+        // the next one; its commits are answered by the flush status.
+        let receipts = SyncRep::needs_receipts(session.effective_sync_commit())
+            .then(|| session.node.repl.sync.want_receipts());
         let mut wait = Lsn::ZERO;
         let mut wrote = false;
         let mut replies = 0usize;
@@ -134,6 +141,7 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
                 .commit_latency_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
+        drop(receipts);
         drop(in_flight);
         if let Some((replicas, timeout_ms)) = session.pending_wait.take() {
             let n = session.wait_replicas(replicas, timeout_ms).await;
