@@ -31,35 +31,36 @@
 //! reaped (never reported) before their buffers are freed. The flushed LSN
 //! never passes a byte whose write did not complete.
 //!
-//! Polling while a shipped batch is on disk: on a primary whose WAL
-//! senders ship batches as the flusher takes them
-//! ([`super::Wal::read_unflushed`]), the flusher does not go to sleep in
-//! `io_uring_enter` right after submitting a batch of two or more
-//! transactions. It yields its core and looks at its completion queue,
-//! for up to `WalConfig::flush_poll` (`wal_flush_poll_us`), then sleeps.
-//! A primary's flusher also polls for the next append that long once it
-//! has nothing left to write, before it sleeps on its condvar: the
-//! appenders (sessions) run on another core, and waking this one from
-//! halt costs about 30 us on this VM (io::net_runtime, "Polling before
-//! sleeping"). A standby's flusher does not: its appender, the WAL
-//! receiver, shares its core, and polling there doubled one-client `on`
-//! latency (p50 0.62 ms against 0.26-0.28 ms).
-//! Measured side by side: redis-benchmark SET `-c 1` p50 231-239 us ->
-//! 191-199 us; one-client `on` single-UPDATE p50 322-330 us -> 290-307 us.
-//! The WAL sender shares this core (core map) and was woken by the
-//! hand-off; yielding lets it ship the batch first, and the flusher is
-//! already running when its completion lands. Measured with one `on`
-//! standby, single-UPDATE at 64 clients, side by side (2026-11-27):
-//! sleeping at once 45-49k tps, one yield 53-59k, polling up to 300 us
-//! 60-68k; the primary's ack_received (send to the standby's "received"
-//! status) fell from 230 us to 75 us and batches grew from 16 to 29
-//! transactions. Polling on the standby's flusher too lost (44-45k
-//! against 47-49k with it only here), and on a single node it changed
-//! nothing (redis-benchmark SET, within noise), so it is limited to
-//! batches being shipped. A lone transaction sleeps at once, as before:
-//! at one client polling cost 10-20 us of p50 in two runs of three and
-//! only burns the core. Nothing waits on the poll: a completion found
-//! by it is handled exactly like one returned by the sleeping wait.
+//! Polling instead of sleeping, in two places (`WalConfig::flush_poll`,
+//! `wal_flush_poll_us`; both only on a primary):
+//! - While the write of a shipped batch is in flight. When WAL senders
+//!   ship batches as the flusher takes them ([`super::Wal::read_unflushed`])
+//!   and the batch holds two or more transactions, the flusher yields its
+//!   core and looks at its completion queue for up to `flush_poll`, then
+//!   sleeps in `io_uring_enter`. The WAL sender shares this core (core
+//!   map) and was just woken by the hand-off; yielding lets it ship the
+//!   batch first, and the flusher is already running when its completion
+//!   lands. Measured with one `on` standby, single-UPDATE at 64 clients,
+//!   side by side (2026-11-27): sleeping at once 45-49k tps, one yield
+//!   53-59k, polling up to 300 us 60-68k; the primary's ack_received (send
+//!   to the standby's "received" status) fell from 230 us to 75 us and
+//!   batches grew from 16 to 29 transactions. On a single node it changed
+//!   nothing (redis-benchmark SET, within noise). A lone transaction
+//!   sleeps at once: at one client this poll cost 10-20 us of p50 in two
+//!   runs of three.
+//! - While waiting for the next append, once nothing is left to write.
+//!   The appenders (sessions) run on another core, and waking this one
+//!   from halt costs about 30 us on this VM (io::net_runtime, "Polling
+//!   before sleeping"). Measured side by side: redis-benchmark SET `-c 1`
+//!   p50 231-239 us -> 191-199 us; one-client `on` single-UPDATE p50
+//!   322-330 us -> 290-307 us.
+//!
+//! A standby's flusher polls in neither place. Its appender, the WAL
+//! receiver, shares its core: polling for appends there doubled one-client
+//! `on` latency (p50 0.62 ms against 0.26-0.28 ms), and polling for writes
+//! lost at 64 clients (44-45k against 47-49k). Nothing waits on a poll: a
+//! completion or append found by it is handled exactly like one the
+//! sleeping wait returns.
 //!
 //! Segment files stay open in a small cache (`FILES_OPEN_MAX`), closed once
 //! the flushed LSN has moved past them (no write in flight can use them).
