@@ -192,9 +192,9 @@ pub mod limits {
     /// A little over one O_DIRECT|O_DSYNC write here (p50 about 200 us):
     /// enough to catch most completions of a shipped batch by polling.
     pub const WAL_FLUSH_POLL_US_DEFAULT: u64 = 300;
-    /// Polling longer than a slow write only burns the core (also the cap
-    /// of `session_poll_us`).
-    pub const WAL_FLUSH_POLL_US_MAX: u64 = 10_000;
+    /// Cap of `wal_flush_poll_us` and `session_poll_us`: polling longer
+    /// than a slow write only burns the core.
+    pub const POLL_US_MAX: u64 = 10_000;
     /// About one commit round trip (write+fdatasync and the reply): a
     /// client's next request or a commit's acknowledgement usually lands
     /// inside it.
@@ -321,11 +321,11 @@ impl Config {
             wal_flush_poll_us: f
                 .wal_flush_poll_us
                 .unwrap_or(limits::WAL_FLUSH_POLL_US_DEFAULT)
-                .min(limits::WAL_FLUSH_POLL_US_MAX),
+                .min(limits::POLL_US_MAX),
             session_poll_us: f
                 .session_poll_us
                 .unwrap_or(limits::SESSION_POLL_US_DEFAULT)
-                .min(limits::WAL_FLUSH_POLL_US_MAX),
+                .min(limits::POLL_US_MAX),
             checkpoint_interval_secs: f
                 .checkpoint_interval_secs
                 .unwrap_or(limits::CHECKPOINT_INTERVAL_SECS_DEFAULT)
@@ -390,7 +390,7 @@ mod tests {
             0
         );
         let c = resolve("data_dir = \"/x\"\nwal_flush_poll_us = 99999999\n");
-        assert_eq!(c.wal_flush_poll_us, limits::WAL_FLUSH_POLL_US_MAX);
+        assert_eq!(c.wal_flush_poll_us, limits::POLL_US_MAX);
         assert_eq!(c.session_poll_us, limits::SESSION_POLL_US_DEFAULT);
         let c = resolve("data_dir = \"/x\"\nsession_poll_us = 0\n");
         assert_eq!(c.session_poll_us, 0);

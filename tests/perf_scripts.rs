@@ -1,4 +1,5 @@
-//! Smoke test of the side-by-side benchmark script `perf/compare.sh`.
+//! Smoke tests of the benchmark scripts `perf/compare.sh` (side by side
+//! with other systems) and `perf/ab.sh` (two tandem builds).
 //!
 //! Goal: the script runs end to end on a CI machine and its tandem table has
 //! real figures: every (mode, load, clients) row of the tandem section
@@ -37,52 +38,14 @@ fn compare_sh_smoke_tandem_section_reports_tps() {
     );
     let out_dir = tempfile::tempdir().unwrap();
     let out_file = out_dir.path().join("smoke.md");
-    let started = Instant::now();
-    let mut child = Command::new("bash")
-        .arg(root.join("perf/compare.sh"))
-        .current_dir(root)
-        .env("SMOKE", "1")
-        .env("SECTIONS", "tandem")
-        .env("BIN_DIR", &bin_dir)
-        .env("OUT", &out_file)
-        .env("TMPDIR", out_dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run perf/compare.sh");
-    // Drain both pipes on threads so a full pipe never stalls the script.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).ok();
-        s
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).ok();
-        s
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > TIME_LIMIT {
-            // SIGTERM first so the script's EXIT trap stops its servers.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            std::thread::sleep(Duration::from_secs(5));
-            child.kill().ok();
-            child.wait().ok();
-            panic!(
-                "perf/compare.sh smoke exceeded {TIME_LIMIT:?}; stderr:\n{}",
-                err_thread.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let elapsed = started.elapsed();
-    let stdout = out_thread.join().unwrap();
-    let stderr = err_thread.join().unwrap();
+    let envs: [(&str, std::ffi::OsString); 4] = [
+        ("SMOKE", "1".into()),
+        ("SECTIONS", "tandem".into()),
+        ("BIN_DIR", bin_dir.clone().into_os_string()),
+        ("OUT", out_file.clone().into_os_string()),
+    ];
+    let (status, stdout, stderr, elapsed) =
+        run_script(root, "perf/compare.sh", &envs, out_dir.path(), TIME_LIMIT);
     assert!(
         status.success(),
         "perf/compare.sh failed ({status}); stdout:\n{stdout}\nstderr:\n{stderr}"
@@ -125,19 +88,154 @@ fn compare_sh_smoke_tandem_section_reports_tps() {
     let written = std::fs::read_to_string(&out_file).expect("OUT file written");
     assert!(stdout.contains(written.trim()), "OUT differs from stdout");
     // Every server ran in a temp dir under TMPDIR: none may outlive the script.
-    let marker = out_dir.path().to_string_lossy().to_string();
-    let mut leftovers = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(&marker) {
-                leftovers.push(cmdline);
-            }
-        }
-    }
+    let leftovers = processes_naming(out_dir.path());
     assert!(
         leftovers.is_empty(),
         "processes left running: {leftovers:?}"
     );
     eprintln!("perf/compare.sh smoke: {} rows, {elapsed:?}", rows.len());
+}
+
+/// `perf/ab.sh` with the same build on both sides, one short round: every
+/// measurement line it promises is printed with a rate above zero, and no
+/// process it started outlives it.
+#[test]
+fn ab_sh_smoke_prints_every_measurement_for_both_builds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_tandem"))
+        .parent()
+        .expect("binary dir")
+        .to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let envs: [(&str, std::ffi::OsString); 4] = [
+        ("ROUNDS", "1".into()),
+        ("T", "1".into()),
+        ("N", "2000".into()),
+        ("N1", "300".into()),
+    ];
+    let (status, stdout, stderr, elapsed) = run_script_with_args(
+        root,
+        "perf/ab.sh",
+        &[bin_dir.as_os_str(), bin_dir.as_os_str()],
+        &envs,
+        tmp.path(),
+        TIME_LIMIT,
+    );
+    assert!(
+        status.success(),
+        "perf/ab.sh failed ({status}); stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for build in ["A", "B"] {
+        for what in [
+            "on simple-update c=1 tps=",
+            "on simple-update c=64 tps=",
+            "on tpcb c=64 tps=",
+            "local redis-benchmark SET c=1 rps=",
+            "local redis-benchmark SET c=64 rps=",
+        ] {
+            let prefix = format!("{build} {what}");
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("no line {prefix:?} in:\n{stdout}\n{stderr}"));
+            let rate: f64 = line[prefix.len()..]
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no rate in {line:?}"));
+            assert!(rate > 0.0, "rate is 0: {line}");
+        }
+    }
+    let leftovers = processes_naming(tmp.path());
+    assert!(
+        leftovers.is_empty(),
+        "processes left running: {leftovers:?}"
+    );
+    eprintln!("perf/ab.sh smoke: {elapsed:?}");
+}
+
+fn run_script(
+    root: &Path,
+    script: &str,
+    envs: &[(&str, std::ffi::OsString)],
+    tmpdir: &Path,
+    limit: Duration,
+) -> (std::process::ExitStatus, String, String, Duration) {
+    run_script_with_args(root, script, &[], envs, tmpdir, limit)
+}
+
+/// Runs `bash script args...` in `root` with `envs` and `TMPDIR=tmpdir`,
+/// draining both pipes; kills it (SIGTERM first, so the script's EXIT trap
+/// stops its servers) when it exceeds `limit`.
+fn run_script_with_args(
+    root: &Path,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    envs: &[(&str, std::ffi::OsString)],
+    tmpdir: &Path,
+    limit: Duration,
+) -> (std::process::ExitStatus, String, String, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new("bash")
+        .arg(root.join(script))
+        .args(args)
+        .current_dir(root)
+        .envs(envs.iter().map(|(k, v)| (*k, v)))
+        .env("TMPDIR", tmpdir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    // Drain both pipes on threads so a full pipe never stalls the script.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).ok();
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).ok();
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_secs(5));
+            child.kill().ok();
+            child.wait().ok();
+            panic!(
+                "{script} smoke exceeded {limit:?}; stderr:\n{}",
+                err_thread.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let elapsed = started.elapsed();
+    (
+        status,
+        out_thread.join().unwrap(),
+        err_thread.join().unwrap(),
+        elapsed,
+    )
+}
+
+/// Command lines of running processes that name `dir` (every server a
+/// script starts runs in a temp dir under it).
+fn processes_naming(dir: &Path) -> Vec<String> {
+    let marker = dir.to_string_lossy().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&marker) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
 }

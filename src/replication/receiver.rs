@@ -345,9 +345,8 @@ async fn stream_once(
                         // primary asked for a receipt or we applied
                         // something (remote_apply waits for that); else
                         // the status after our flush answers this frame.
-                        let applied = ctx.upstream.get().map(|s| s.applied);
-                        apply_ready(ctx, &mut group, &mut durable, primary_flushed)?;
-                        if receipt || ctx.upstream.get().map(|s| s.applied) != applied {
+                        let applied = apply_ready(ctx, &mut group, &mut durable, primary_flushed)?;
+                        if receipt || applied {
                             status(&mut w, ctx, false).await?;
                         }
                     }
@@ -417,26 +416,27 @@ async fn find_newer_primary(ctx: &ReplContext, upstream: &str) -> Option<String>
 
 /// Applies the durable records the primary has made durable too (below
 /// `primary_flushed`: the primary may still lose what lies past it). The
-/// caller reports the applied LSN in its next status.
+/// caller reports the applied LSN in its next status. True when a group
+/// was applied (or aborted): the applied LSN moved.
 fn apply_ready(
     ctx: &ReplContext,
     group: &mut Vec<(Lsn, OwnedRecordBytes)>,
     durable: &mut Vec<(Lsn, OwnedRecordBytes)>,
     primary_flushed: Lsn,
-) -> Result<(), ConnError> {
+) -> Result<bool, ConnError> {
     let n = durable.partition_point(|(lsn, _)| *lsn < primary_flushed);
     if n == 0 {
-        return Ok(());
+        return Ok(false);
     }
     let records: Vec<_> = durable.drain(..n).collect();
     let t = Instant::now();
-    apply(ctx, group, records)?;
+    let applied = apply(ctx, group, records)?;
     ctx.metrics
         .standby_apply_us
         .record(t.elapsed().as_micros() as u64);
     ctx.upstream
         .update(|s| s.primary_flushed = s.primary_flushed.max(primary_flushed));
-    Ok(())
+    Ok(applied)
 }
 
 /// The records of the local WAL from the applied position to `end` (all
@@ -472,12 +472,13 @@ enum Event {
 }
 
 /// Applies every complete group among `records` (with the pending partial
-/// group carried over from earlier chunks).
+/// group carried over from earlier chunks). True when any group ended.
 fn apply(
     ctx: &ReplContext,
     group: &mut Vec<(Lsn, OwnedRecordBytes)>,
     records: Vec<(Lsn, OwnedRecordBytes)>,
-) -> Result<(), ConnError> {
+) -> Result<bool, ConnError> {
+    let mut ended = false;
     for (lsn, rec) in records {
         let record = rec.record();
         let (is_commit, is_abort) = (
@@ -493,6 +494,7 @@ fn apply(
                 .apply_group(&[], end, lsn)
                 .map_err(|e| ConnError::Io(std::io::Error::other(format!("redo failed: {e}"))))?;
             ctx.upstream.update(|s| s.applied = end);
+            ended = true;
             continue;
         }
         group.push((lsn, rec));
@@ -503,9 +505,10 @@ fn apply(
                 .map_err(|e| ConnError::Io(std::io::Error::other(format!("redo failed: {e}"))))?;
             group.clear();
             ctx.upstream.update(|s| s.applied = end);
+            ended = true;
         }
     }
-    Ok(())
+    Ok(ended)
 }
 
 /// Test knob (a fault a process cannot provoke from outside): with

@@ -98,6 +98,12 @@ impl SyncLevel {
         !matches!(self, SyncLevel::Off | SyncLevel::Local)
     }
 
+    /// Whether commits at this level need standbys to acknowledge receipt
+    /// of each WAL frame at once (`sync_wait`, "Receipts").
+    pub fn needs_receipts(self) -> bool {
+        matches!(self, SyncLevel::RemoteReceive | SyncLevel::RemoteWrite)
+    }
+
     /// The standby position this level waits for; `None` for local levels.
     pub fn position(self, s: &StandbyPosition) -> Option<Lsn> {
         match self {

@@ -172,12 +172,6 @@ impl SyncRep {
         }
     }
 
-    /// Whether a commit at `level` needs standbys to acknowledge receipt
-    /// of each frame at once.
-    pub fn needs_receipts(level: SyncLevel) -> bool {
-        matches!(level, SyncLevel::RemoteReceive | SyncLevel::RemoteWrite)
-    }
-
     /// Frames shipped from now until the guard drops ask for a receipt.
     /// Take it before the commit's WAL is appended.
     pub fn want_receipts(self: &Arc<Self>) -> ReceiptGuard {
@@ -252,10 +246,10 @@ mod tests {
         assert!(rep.receipts_wanted());
         drop(b);
         assert!(!rep.receipts_wanted());
-        assert!(SyncRep::needs_receipts(SyncLevel::RemoteReceive));
-        assert!(SyncRep::needs_receipts(SyncLevel::RemoteWrite));
-        assert!(!SyncRep::needs_receipts(SyncLevel::On));
-        assert!(!SyncRep::needs_receipts(SyncLevel::RemoteApply));
+        assert!(SyncLevel::RemoteReceive.needs_receipts());
+        assert!(SyncLevel::RemoteWrite.needs_receipts());
+        assert!(!SyncLevel::On.needs_receipts());
+        assert!(!SyncLevel::RemoteApply.needs_receipts());
     }
 
     #[test]

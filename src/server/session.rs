@@ -33,7 +33,6 @@ use crate::config::{limits, StandbyNames, SyncLevel};
 use crate::engine::{btree, EngineError};
 use crate::ids::Lsn;
 use crate::node::{Node, StopReason};
-use crate::replication::sync_wait::SyncRep;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 const READ_BYTES: usize = 64 * 1024;
@@ -105,7 +104,9 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
         // ask the standbys for an immediate receipt (replication::sync_wait,
         // "Receipts"). A level changed inside the batch takes effect with
         // the next one; its commits are answered by the flush status.
-        let receipts = SyncRep::needs_receipts(session.effective_sync_commit())
+        let receipts = session
+            .effective_sync_commit()
+            .needs_receipts()
             .then(|| session.node.repl.sync.want_receipts());
         let mut wait = Lsn::ZERO;
         let mut wrote = false;
