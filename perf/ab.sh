@@ -77,7 +77,8 @@ replicated() {
         j=2; [ "$c" -lt 2 ] && j=1
         "$dir/tandem-bench" run --mix "$mix" -c "$c" -j "$j" -T "$T" -p "$p1" \
             --json "$w/r.json" >/dev/null 2>&1
-        python3 -c "import json; d=json.load(open('$w/r.json')); print('$name on $mix c=$c tps=%.0f p50=%.3f ms' % (d['tps'], d['latency_p50_ms']))"
+        printf '%s on %s c=%s tps=%.0f p50=%s ms\n' "$name" "$mix" "$c" \
+            "$(json_field "$w/r.json" tps)" "$(json_field "$w/r.json" latency_p50_ms)"
     done
     stop_pid "$pid2"; stop_pid "$pid1"
 }

@@ -241,10 +241,6 @@ jobs_for() { # -j never above -c (both tools refuse that)
     if (($1 < JOBS)); then echo "$1"; else echo "$JOBS"; fi
 }
 
-json_field() { # json_field FILE KEY: a top-level number of the pretty JSON report
-    awk -v k="\"$2\":" '$1 == k { v = $2; sub(/,$/, "", v); print v; exit }' "$1"
-}
-
 # bench_run SECTION SYSTEM SETUP MIX CLIENTS PORT SECS
 bench_run() {
     local section=$1 system=$2 setup=$3 mix=$4 c=$5 port=$6 secs=$7

@@ -55,3 +55,9 @@ resp() {
         fi
     ) 2>/dev/null
 }
+
+# json_field FILE KEY: a top-level number of tandem-bench's pretty JSON
+# report.
+json_field() {
+    awk -v k="\"$2\":" '$1 == k { v = $2; sub(/,$/, "", v); print v; exit }' "$1"
+}
