@@ -69,6 +69,7 @@ fn open_engine(dir: &Path, pool_bytes: usize) -> Arc<Engine> {
         wal_segment_bytes: 16 << 20,
         wal_segments_ahead: 2,
         wal_flush_poll: std::time::Duration::ZERO,
+        wal_gather: std::time::Duration::ZERO,
         data_extend_pages: 128,
         flusher_core: None,
     })

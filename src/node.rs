@@ -220,6 +220,7 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         wal_segment_bytes: config.wal_segment_bytes,
         wal_segments_ahead: config.wal_segments_ahead,
         wal_flush_poll: std::time::Duration::from_micros(config.wal_flush_poll_us),
+        wal_gather: std::time::Duration::from_micros(config.wal_gather_us),
         data_extend_pages: config.data_extend_pages,
         flusher_core: Some(config.core_map.wal_flusher),
     })?;

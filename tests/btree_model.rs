@@ -17,6 +17,7 @@ fn config(dir: &std::path::Path) -> EngineConfig {
         wal_segment_bytes: 1 << 20,
         wal_segments_ahead: 1,
         wal_flush_poll: std::time::Duration::ZERO,
+        wal_gather: std::time::Duration::ZERO,
         data_extend_pages: 16,
         flusher_core: None,
     }

@@ -165,6 +165,8 @@ pub struct EngineConfig {
     pub wal_segments_ahead: u32,
     /// See `WalConfig::flush_poll`.
     pub wal_flush_poll: std::time::Duration,
+    /// See `WalConfig::gather`.
+    pub wal_gather: std::time::Duration,
     pub data_extend_pages: u32,
     pub flusher_core: Option<usize>,
 }
@@ -273,6 +275,7 @@ impl Engine {
                 buffer_bytes_max: 64 << 20,
                 flusher_core: cfg.flusher_core,
                 flush_poll: cfg.wal_flush_poll,
+                gather: cfg.wal_gather,
             },
             end.next,
             end.prev,

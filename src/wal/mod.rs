@@ -105,6 +105,10 @@ pub struct WalConfig {
     /// How long the flusher polls for the write of a shipped batch before
     /// it sleeps (see `flusher`, "Polling"). Zero: it sleeps at once.
     pub flush_poll: std::time::Duration,
+    /// How long the flusher, after writing a large batch, waits for the
+    /// next batch to reach half its size (see `flusher`, "Gathering").
+    /// Zero: it writes whatever is pending at once.
+    pub gather: std::time::Duration,
 }
 
 impl WalConfig {
@@ -117,6 +121,7 @@ impl WalConfig {
             buffer_bytes_max: BUFFER_BYTES_MAX_DEFAULT,
             flusher_core: None,
             flush_poll: FLUSH_POLL_DEFAULT,
+            gather: std::time::Duration::ZERO,
         }
     }
 }
@@ -145,6 +150,11 @@ pub(crate) struct Shared {
     /// Flusher -> appenders blocked on `buffer_bytes_max`.
     space: Condvar,
     inserted: AtomicU64,
+    /// `Pending::groups`, readable without the lock (the flusher's gather).
+    pending_groups: AtomicU64,
+    /// Transactions in the batch the flusher took last (written by the
+    /// flusher only, but for tests: `Wal::set_last_batch_groups`).
+    last_batch_groups: AtomicU64,
     flushed: AtomicU64,
     /// Set once by the flusher when it exits (after shutdown or fence).
     stopped: OnceLock<()>,
@@ -292,6 +302,8 @@ impl Wal {
             flusher_wake: Condvar::new(),
             space: Condvar::new(),
             inserted: AtomicU64::new(start.0),
+            pending_groups: AtomicU64::new(0),
+            last_batch_groups: AtomicU64::new(0),
             flushed: AtomicU64::new(start.0),
             stopped: OnceLock::new(),
             fence: OnceLock::new(),
@@ -392,6 +404,7 @@ impl Wal {
         p.next = end;
         p.prev = last_record_lsn;
         p.groups += 1;
+        sh.pending_groups.store(p.groups, Ordering::Relaxed);
         sh.inserted.store(end.0, Ordering::Release);
         sh.flusher_wake.notify_one();
         drop(p);
@@ -457,6 +470,15 @@ impl Wal {
     /// `flusher`, "Polling"). The engine sets it with the role.
     pub fn set_sessions_append(&self, on: bool) {
         self.shared.sessions_append.store(on, Ordering::Release);
+    }
+
+    /// Tells the flusher its last batch held `groups` transactions, as if
+    /// it had; call it with nothing pending (tests of gathering).
+    #[cfg(test)]
+    fn set_last_batch_groups(&self, groups: u64) {
+        self.shared
+            .last_batch_groups
+            .store(groups, Ordering::Relaxed);
     }
 
     /// Kicked whenever the flusher takes a new batch (see
@@ -697,6 +719,78 @@ mod tests {
         assert_eq!(count, 100);
         assert_eq!(reader.position().0, last);
         assert_eq!(reader.end_reason(), Some(&EndOfWal::Zero { lsn: last }));
+    }
+
+    /// Batches taken and transactions in them so far.
+    fn batches_and_groups(wal: &Wal) -> (u64, u64) {
+        let m = wal.metrics();
+        (m.batch_groups.count(), m.batch_groups.sum())
+    }
+
+    #[test]
+    fn after_a_large_batch_the_flusher_gathers_half_as_many_and_no_longer_than_it_may() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(
+            WalConfig {
+                gather: std::time::Duration::from_millis(300),
+                ..cfg(dir.path())
+            },
+            Lsn(0),
+            Lsn(0),
+        )
+        .unwrap();
+        wal.set_sessions_append(true);
+        let spaced = std::time::Duration::from_millis(1);
+
+        // After 16 transactions in one batch, 8 appended a millisecond
+        // apart go out as one batch (without gathering, each would be
+        // written alone: the flusher is idle when it arrives).
+        wal.set_last_batch_groups(16);
+        let (b0, g0) = batches_and_groups(&wal);
+        let mut last = Lsn(0);
+        for _ in 0..8 {
+            std::thread::sleep(spaced);
+            last = append_group(&wal, 10);
+        }
+        wal.wait_flushed_blocking(last).unwrap();
+        assert_eq!(batches_and_groups(&wal), (b0 + 1, g0 + 8));
+
+        // A lone transaction after a large batch is held at most `gather`,
+        // then written alone.
+        wal.set_last_batch_groups(16);
+        let (b0, g0) = batches_and_groups(&wal);
+        let alone = append_group(&wal, 10);
+        wal.wait_flushed_blocking(alone).unwrap();
+        assert_eq!(batches_and_groups(&wal), (b0 + 1, g0 + 1));
+
+        wal.shutdown().unwrap();
+
+        // Never after a small batch, nor on a standby (where the WAL
+        // receiver appends, not sessions): with a gather window far longer
+        // than the test may take, a lone transaction goes out at once.
+        const WINDOW: std::time::Duration = std::time::Duration::from_secs(20);
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(
+            WalConfig {
+                gather: WINDOW,
+                ..cfg(dir.path())
+            },
+            Lsn(0),
+            Lsn(0),
+        )
+        .unwrap();
+        for (sessions_append, last_batch) in [(true, flusher::GATHER_MIN_GROUPS - 1), (false, 16)] {
+            wal.set_sessions_append(sessions_append);
+            wal.set_last_batch_groups(last_batch);
+            let started = std::time::Instant::now();
+            let alone = append_group(&wal, 10);
+            wal.wait_flushed_blocking(alone).unwrap();
+            assert!(
+                started.elapsed() < WINDOW / 2,
+                "held after a batch of {last_batch} (sessions append: {sessions_append})"
+            );
+        }
+        wal.shutdown().unwrap();
     }
 
     #[test]
