@@ -5,6 +5,8 @@
 #     answered once its WAL group is fdatasync'ed;
 #   - redis-server --appendonly yes --appendfsync always (durable per write);
 #   - redis-server --appendonly yes --appendfsync everysec (not durable);
+#   - tandem-off: tandem with synchronous_commit=off, 64 clients only: the
+#     ceiling of any durable SET rate on these cores;
 #   - a raw device baseline: 8 KiB pwrite+fdatasync latency on the same
 #     file system (tools/fsync-probe), which bounds a durable c=1 SET.
 # Each server runs alone on loopback on a free port in its own temp dir,
@@ -98,10 +100,12 @@ start_redis() {
     wait_ready "$port" "$name"
 }
 
+# start_tandem NAME PORT [SYNCHRONOUS_COMMIT]
 start_tandem() {
-    local name=$1 port=$2
+    local name=$1 port=$2 sync=${3:-local}
     TANDEM_METRICS_PORT=$(free_port)
-    TANDEM_LOG=warn "$TANDEM" node --data-dir "$WORK/$name" \
+    printf 'synchronous_commit = "%s"\n' "$sync" >"$WORK/$name.toml"
+    TANDEM_LOG=warn "$TANDEM" node --data-dir "$WORK/$name" --config "$WORK/$name.toml" \
         --listen "127.0.0.1:$port" --repl-listen "127.0.0.1:$(free_port)" \
         --metrics-listen "127.0.0.1:$TANDEM_METRICS_PORT" \
         >/dev/null 2>"$WORK/$name.log" &
@@ -163,6 +167,12 @@ port=$(free_port)
 start_tandem tandem "$port"
 bench_system tandem "$port"
 PROBE_LAST="$(probe)"
+# The ceiling of a durable SET here: tandem answering before the WAL is
+# durable (synchronous_commit=off), 64 clients only.
+port=$(free_port)
+start_tandem tandem-off "$port" off
+run_bench tandem-off "$port" 64 "$N"
+stop_server
 
 KEYS_NOTE="one key"
 if [[ -n "${KEYSPACE:-}" ]]; then KEYS_NOTE="-r $KEYSPACE"; fi
@@ -175,7 +185,8 @@ awk -F, -v first="$PROBE_FIRST" -v last="$PROBE_LAST" -v tandem_fsync="$TANDEM_F
       key = $2 "," $3
       if ($1 == "redis-always") always[key] = $4
       if ($1 == "redis-everysec") everysec[key] = $4
-      if ($1 == "tandem" && $2 == 1 && $3 == "SET") tandem_set_p50 = $5 }
+      if ($1 == "tandem" && $2 == 1 && $3 == "SET") tandem_set_p50 = $5
+      if ($1 == "tandem-off" && $2 == 64 && $3 == "SET") off_set = $4 }
     function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "-" }
     END {
       print "| system | clients | test | requests/s | p50 ms | p99 ms | vs redis always | vs redis everysec |"
@@ -194,4 +205,7 @@ awk -F, -v first="$PROBE_FIRST" -v last="$PROBE_LAST" -v tandem_fsync="$TANDEM_F
       if (probe > 0 && tandem_set_p50 != "")
         printf "tandem c=1 SET p50 %.0f us = %.2f x the later fsync probe p50\n",
           tandem_set_p50 * 1000, tandem_set_p50 * 1000 / probe
+      if (off_set != "" && always["64,SET"] > 0)
+        printf "ceiling: tandem-off (synchronous_commit=off) SET c=64 %.0f/s = %.2f x redis always\n",
+          off_set, off_set / always["64,SET"]
     }' "$WORK/results"
