@@ -73,11 +73,12 @@
 //! holds the next batch until half as many transactions are pending or
 //! `gather` has passed since the first of them arrived. The clients split
 //! into two halves whose writes overlap the other half's CPU work.
-//! Measured side by side (2026-11-27, `perf/ab.sh`, one build, two
-//! configs): redis-benchmark SET `-c 64` 109-110k -> 122-124k/s; SET at
-//! `-c 8` 21k -> 33-38k, `-c 16` +8-17 %, `-c 32` +12-15 %; one `on`
-//! standby, single-UPDATE at 64 clients 82-84k -> 88-93k tps; one-client
-//! latency unchanged (a batch of one never gathers). A commit waits at
+//! Measured side by side (2026-11-27, `perf/ab.sh`, one build,
+//! `wal_gather_us` 0 against 300): redis-benchmark SET `-c 64` 110-111k
+//! -> 119-120k/s; one `on` standby, single-UPDATE at 64 clients 78-92k ->
+//! 101-103k tps, TPC-B 53-57k -> 57k; one-client latency unchanged (a
+//! batch of one never gathers). Single runs of a draft: SET `-c 8` 21k ->
+//! 33-38k, `-c 16` +8-17 %, `-c 32` +12-15 %. A commit waits at
 //! most `gather` more, only right after a large batch; the standby's
 //! flusher never gathers (its appends are the primary's batches). The
 //! flusher spins (yielding its core) while it gathers: sleeping on the
