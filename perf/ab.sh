@@ -38,7 +38,8 @@ wait_ping() {
         redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
         sleep 0.05
     done
-    echo "node on port $1 did not answer" >&2
+    echo "node on port $1 did not answer; the nodes' logs:" >&2
+    find "$WORK" -name '*.log' -exec tail -n 5 {} + >&2 || true
     return 1
 }
 

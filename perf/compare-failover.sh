@@ -220,12 +220,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Like lib.sh's free_port, but never the same port twice in one run, and below
-# the kernel's ephemeral range (32768 and up by default): nodes restart on
-# their ports while the writer's connections come and go, and a restarted
-# server must not find its port taken as some connection's source port.
-PORT_MIN=20000
-PORT_SPAN=12000
+# Like lib.sh's free_port (below the ephemeral range: nodes restart on their
+# ports while the writer's connections come and go), but never the same
+# port twice in one run.
 USED_PORTS=" "
 PORT=""
 next_port() {

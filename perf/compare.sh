@@ -172,7 +172,7 @@ USED_PORTS=" "
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        p=$((PORT_MIN + RANDOM % PORT_SPAN))
         [[ "$USED_PORTS" == *" $p "* ]] && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             USED_PORTS+="$p "

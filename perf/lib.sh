@@ -16,11 +16,18 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
+# Ports the scripts pick for their servers: below the kernel's ephemeral
+# range (32768 and up by default). A port in that range can be taken at any
+# moment as the source port of some client's connection (the tests run in
+# parallel), and a server started on it then fails to bind.
+PORT_MIN=20000
+PORT_SPAN=12000
+
 # A loopback port nobody listens on right now.
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        p=$((PORT_MIN + RANDOM % PORT_SPAN))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return
