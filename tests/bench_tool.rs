@@ -20,7 +20,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -50,7 +50,7 @@ impl Redis {
 
     fn start_with(extra_args: Vec<String>) -> Redis {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = common::free_port();
         let mut redis = Redis {
             child: None,
             port,
@@ -104,11 +104,6 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// Sends one inline command and returns the raw reply text (enough for
@@ -274,7 +269,7 @@ fn custom_script_runs_fixed_count() {
 
 #[test]
 fn closed_port_fails_with_clear_message() {
-    let port = free_port().to_string();
+    let port = common::free_port().to_string();
     let out = bench(&["run", "-p", &port, "-T", "1", "-s", "1"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
