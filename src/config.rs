@@ -213,6 +213,12 @@ pub mod limits {
     pub const SCAN_CURSORS_MAX: usize = 64;
 }
 
+/// A polling or gathering budget in microseconds: the file's value or
+/// `default`, capped at `limits::POLL_US_MAX`.
+fn poll_us(value: Option<u64>, default: u64) -> u64 {
+    value.unwrap_or(default).min(limits::POLL_US_MAX)
+}
+
 impl Config {
     pub fn from_file(path: &Path) -> Result<FileConfig, ConfigError> {
         let p = path.display().to_string();
@@ -328,18 +334,9 @@ impl Config {
             buffer_pool_bytes,
             wal_segment_bytes,
             wal_segments_ahead: f.wal_segments_ahead.unwrap_or(2).max(1),
-            wal_flush_poll_us: f
-                .wal_flush_poll_us
-                .unwrap_or(limits::WAL_FLUSH_POLL_US_DEFAULT)
-                .min(limits::POLL_US_MAX),
-            wal_gather_us: f
-                .wal_gather_us
-                .unwrap_or(limits::WAL_GATHER_US_DEFAULT)
-                .min(limits::POLL_US_MAX),
-            session_poll_us: f
-                .session_poll_us
-                .unwrap_or(limits::SESSION_POLL_US_DEFAULT)
-                .min(limits::POLL_US_MAX),
+            wal_flush_poll_us: poll_us(f.wal_flush_poll_us, limits::WAL_FLUSH_POLL_US_DEFAULT),
+            wal_gather_us: poll_us(f.wal_gather_us, limits::WAL_GATHER_US_DEFAULT),
+            session_poll_us: poll_us(f.session_poll_us, limits::SESSION_POLL_US_DEFAULT),
             checkpoint_interval_secs: f
                 .checkpoint_interval_secs
                 .unwrap_or(limits::CHECKPOINT_INTERVAL_SECS_DEFAULT)

@@ -24,13 +24,19 @@ use std::time::{Duration, Instant};
 /// build: ~40 s on the 2-core dev machine. Generous bound for busy CI hosts.
 const TIME_LIMIT: Duration = Duration::from_secs(180);
 
+/// Where cargo built `tandem` (and, beside it, `tandem-bench` and
+/// `fsync-probe`).
+fn bin_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_tandem"))
+        .parent()
+        .expect("binary dir")
+        .to_path_buf()
+}
+
 #[test]
 fn compare_sh_smoke_tandem_section_reports_tps() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_tandem"))
-        .parent()
-        .expect("binary dir")
-        .to_path_buf();
+    let bin_dir = bin_dir();
     assert!(
         bin_dir.join("fsync-probe").exists() && bin_dir.join("tandem-bench").exists(),
         "tandem-bench and fsync-probe must be built next to {}",
@@ -102,10 +108,7 @@ fn compare_sh_smoke_tandem_section_reports_tps() {
 #[test]
 fn ab_sh_smoke_prints_every_measurement_for_both_builds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_tandem"))
-        .parent()
-        .expect("binary dir")
-        .to_path_buf();
+    let bin_dir = bin_dir();
     let tmp = tempfile::tempdir().unwrap();
     let envs: [(&str, std::ffi::OsString); 4] = [
         ("ROUNDS", "1".into()),

@@ -474,6 +474,17 @@ impl Ring {
 /// write never makes the device read-modify-write a block.
 pub const DIRECT_ALIGN: usize = 4096;
 
+/// Looks at `done` until it holds or `budget` has passed, yielding the core
+/// between looks (the other runnable threads of this core go first). The
+/// spin of every poll-before-sleeping loop outside the network runtime.
+pub fn poll_until(budget: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() && started.elapsed() < budget {
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    }
+}
+
 /// A heap buffer whose start is `DIRECT_ALIGN`-aligned and whose length is
 /// a multiple of it, for O_DIRECT writes. Safe code: a `Vec` over-allocated
 /// by one block, used from its first aligned byte on.
@@ -624,12 +635,7 @@ impl DurableWriter {
         &mut self,
         budget: std::time::Duration,
     ) -> Vec<(u64, io::Result<()>, AlignedBuf)> {
-        let start = std::time::Instant::now();
-        while self.uring.completion().is_empty() && start.elapsed() < budget {
-            // SAFETY: sched_yield has no preconditions; it only lets the
-            // other runnable threads of this core go first.
-            unsafe { libc::sched_yield() };
-        }
+        poll_until(budget, || !self.uring.completion().is_empty());
         self.wait()
     }
 

@@ -149,6 +149,10 @@ pub fn block_on_polling<F: Future>(
 /// work are not lost: the ring has `IORING_SETUP_TASKRUN_FLAG`, so the
 /// kernel flags them in the SQ ring, and the driver then adds
 /// `IORING_ENTER_GETEVENTS`, which runs that work, still without waiting.
+/// (Read off compio-driver 0.12's `Driver::poll`/`submit_auto`; a compio
+/// upgrade must keep both, and
+/// `a_polling_runtime_sees_socket_completions_while_it_polls` guards the
+/// second.)
 fn look_at_ring(rt: &compio::runtime::Runtime, waker: &std::task::Waker) {
     waker.wake_by_ref();
     rt.poll_with(Some(Duration::ZERO));

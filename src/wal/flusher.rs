@@ -150,7 +150,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::ids::{Lsn, SegmentNo};
-use crate::io::{AlignedBuf, DurableWriter, DIRECT_ALIGN};
+use crate::io::{poll_until, AlignedBuf, DurableWriter, DIRECT_ALIGN};
 use crate::wal::segment::SegmentDir;
 use crate::wal::{Shared, WalError};
 
@@ -539,13 +539,9 @@ impl Flusher<'_> {
         {
             return;
         }
-        let started = Instant::now();
-        while sh.inserted.load(Ordering::Acquire) == taken_to
-            && started.elapsed() < sh.cfg.flush_poll
-        {
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
-        }
+        poll_until(sh.cfg.flush_poll, || {
+            sh.inserted.load(Ordering::Acquire) != taken_to
+        });
     }
 
     /// Whether the next batch is gathered: sessions append (a primary),
@@ -565,12 +561,9 @@ impl Flusher<'_> {
     fn gather(&self) {
         let sh = self.shared;
         let want = sh.last_batch_groups.load(Ordering::Relaxed) / 2;
-        let started = Instant::now();
-        while sh.pending_groups.load(Ordering::Relaxed) < want && started.elapsed() < sh.cfg.gather
-        {
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
-        }
+        poll_until(sh.cfg.gather, || {
+            sh.pending_groups.load(Ordering::Relaxed) >= want
+        });
     }
 
     /// Submits queued pieces, in order, while [`InFlight`] allows.
