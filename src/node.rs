@@ -25,7 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,8 @@ use crate::engine::control_file::Role;
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::metrics::Metrics;
 use crate::replication::context::ReplContext;
+use crate::replication::sync_commit::SyncRule;
+use crate::replication::sync_rule_file::{self, OriginKind, RuleOrigin};
 use crate::replication::sync_wait::SyncRep;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,8 @@ pub enum NodeError {
     History { dir: String, reason: String },
     #[error("standby data directory {dir} has no readable upstream file: {source}")]
     NoUpstream { dir: String, source: std::io::Error },
+    #[error("synchronous-commit rule: {0}")]
+    SyncRule(#[from] crate::replication::sync_rule_file::RuleFileError),
     #[error("cannot start thread {name}: {source}")]
     Thread {
         name: String,
@@ -77,8 +81,6 @@ pub struct Node {
     pub engine: Arc<Engine>,
     pub metrics: Arc<Metrics>,
     pub repl: Arc<ReplContext>,
-    synchronous_commit: AtomicU8,
-    synchronous_commit_timeout_ms: std::sync::atomic::AtomicU64,
     shutting_down: AtomicBool,
     in_flight: AtomicUsize,
     pub connections: AtomicUsize,
@@ -87,23 +89,10 @@ pub struct Node {
 }
 
 impl Node {
+    /// The node's `synchronous_commit` (the rule in force, see
+    /// `replication::sync_wait`); a connection may override it.
     pub fn synchronous_commit(&self) -> SyncLevel {
-        let i = self.synchronous_commit.load(Ordering::Relaxed) as usize;
-        SyncLevel::ALL.get(i).copied().unwrap_or(SyncLevel::Local)
-    }
-
-    pub fn set_synchronous_commit(&self, level: SyncLevel) {
-        let i = SyncLevel::ALL.iter().position(|&l| l == level).unwrap_or(1);
-        self.synchronous_commit.store(i as u8, Ordering::Relaxed);
-    }
-
-    pub fn synchronous_commit_timeout_ms(&self) -> u64 {
-        self.synchronous_commit_timeout_ms.load(Ordering::Relaxed)
-    }
-
-    pub fn set_synchronous_commit_timeout_ms(&self, ms: u64) {
-        self.synchronous_commit_timeout_ms
-            .store(ms, Ordering::Relaxed);
+        self.repl.sync.level()
     }
 
     pub fn is_standby(&self) -> bool {
@@ -225,10 +214,8 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         flusher_core: Some(config.core_map.wal_flusher),
     })?;
     let (stop_tx, stop_rx) = bounded(4);
-    let sync = Arc::new(SyncRep::new(
-        config.synchronous_standby_names.clone(),
-        config.most_available_sync,
-    ));
+    let (rule, origin) = sync_rule_at_start(&config)?;
+    let sync = Arc::new(SyncRep::new(rule, origin, Some(config.data_dir.clone())));
     let history =
         crate::replication::timeline::load(&config.data_dir.join("wal"), engine.timeline())
             .map_err(|e| NodeError::History {
@@ -255,10 +242,6 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         .then(|| Duration::from_millis(config.wal_sender_timeout_ms));
     let repl = Arc::new(repl);
     let node = Arc::new(Node {
-        synchronous_commit: AtomicU8::new(0),
-        synchronous_commit_timeout_ms: std::sync::atomic::AtomicU64::new(
-            config.synchronous_commit_timeout_ms,
-        ),
         repl: repl.clone(),
         config,
         engine: engine.clone(),
@@ -269,7 +252,6 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         started: Instant::now(),
         stop_tx,
     });
-    node.set_synchronous_commit(node.config.synchronous_commit);
     if let Some(addr) = node.config.metrics_listen {
         let bound = crate::metrics::serve(addr, node.metrics.clone(), engine.clone(), repl.clone())
             .map_err(|source| NodeError::Listen {
@@ -334,6 +316,39 @@ pub fn run(config: Config) -> Result<(), NodeError> {
     );
     let reason = stop_rx.recv().unwrap_or(StopReason::ShutdownCommand);
     shutdown(&node, reason, &ckpt_stop_tx, &stop_rx)
+}
+
+/// The synchronous-commit rule a node starts with: the one kept in
+/// `sync_rule.toml` (set at run time here or carried from a primary,
+/// see `replication::sync_rule_file`), else the config file's.
+fn sync_rule_at_start(config: &Config) -> Result<(SyncRule, RuleOrigin), NodeError> {
+    let configured = SyncRule {
+        level: config.synchronous_commit,
+        names: config.synchronous_standby_names.clone(),
+        most_available_sync: config.most_available_sync,
+        timeout_ms: config.synchronous_commit_timeout_ms,
+    };
+    match sync_rule_file::load(&config.data_dir).map_err(NodeError::SyncRule)? {
+        None => Ok((
+            configured,
+            RuleOrigin {
+                kind: OriginKind::ConfigFile,
+                node: config.name.clone(),
+                at_ms: 0,
+            },
+        )),
+        Some((kept, origin)) => {
+            if kept != configured {
+                tracing::warn!(
+                    kept = ?kept, configured = ?configured, %origin,
+                    "the synchronous-commit rule set at run time (sync_rule.toml) overrides the config file's; CONFIG SET on the primary changes it"
+                );
+            } else {
+                tracing::info!(%origin, "synchronous-commit rule from sync_rule.toml");
+            }
+            Ok((kept, origin))
+        }
+    }
 }
 
 fn shutdown(

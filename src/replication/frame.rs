@@ -69,6 +69,16 @@
 //!                    see timeline.rs; sent after AuthOk to a standby on
 //!                    an older timeline, or after BuildStart on timeline > 1)
 //!                                                 = n bytes  primary -> standby
+//!  20 SyncRule       level u8 (synchronous_commit: 0 off, 1 local,
+//!                    2 remote_receive, 3 remote_write, 4 on, 5 remote_apply) |
+//!                    most_available_sync bool | timeout_ms u64 |
+//!                    origin u8 (1 config_file, 2 config_set) |
+//!                    origin_at_ms u64 | origin_node (name_len u8 | name) |
+//!                    names (rest: synchronous_standby_names in canonical
+//!                    form, UTF-8, <= NAMES_TEXT_BYTES_MAX, must parse)
+//!                                   = 20 + n + m   primary -> standby
+//!                  the primary's synchronous-commit rule, sent when a stream
+//!                  starts and whenever it changes (see sync_rule_file.rs)
 //!  32 BuildStart     system_id u64 | timeline u32 | redo_lsn u64 |
 //!                    redo_prev u64 | segment_bytes u64 (power of two) |
 //!                    page_count u32 (redo_prev <= redo_lsn)
@@ -85,6 +95,8 @@
 //! refuses (`RefuseCode::Protocol`) a version it does not speak. Kinds are
 //! grouped: 1..=15 handshake, 16..=31 streaming, 32..=47 build.
 
+use super::sync_commit::{StandbyNames, SyncLevel, SyncRule, NAMES_TEXT_BYTES_MAX};
+use super::sync_rule_file::{OriginKind, RuleOrigin};
 use super::timeline::TimelineHistory;
 use crate::ids::{Lsn, SystemId, TimelineId};
 use crate::page::PAGE_BYTES;
@@ -128,6 +140,7 @@ pub enum MessageKind {
     StandbyStatus = 17,
     Keepalive = 18,
     TimelineSwitch = 19,
+    SyncRule = 20,
     BuildStart = 32,
     BuildPages = 33,
     BuildWal = 34,
@@ -147,6 +160,7 @@ impl MessageKind {
             17 => MessageKind::StandbyStatus,
             18 => MessageKind::Keepalive,
             19 => MessageKind::TimelineSwitch,
+            20 => MessageKind::SyncRule,
             32 => MessageKind::BuildStart,
             33 => MessageKind::BuildPages,
             34 => MessageKind::BuildWal,
@@ -299,6 +313,11 @@ pub enum Message {
         flushed: Lsn,
         history: TimelineHistory,
     },
+    /// The sender's synchronous-commit rule and where it came from.
+    SyncRule {
+        rule: SyncRule,
+        origin: RuleOrigin,
+    },
     BuildStart {
         system_id: SystemId,
         timeline: TimelineId,
@@ -378,6 +397,14 @@ pub enum FrameError {
     },
 }
 
+/// The `level` byte of a `SyncRule` frame: the index in `SyncLevel::ALL`.
+fn level_code(level: SyncLevel) -> u8 {
+    SyncLevel::ALL
+        .iter()
+        .position(|&l| l == level)
+        .map_or(1, |i| i as u8)
+}
+
 /// A standby or primary name: 1..=64 bytes of `[A-Za-z0-9_.-]`. Narrow on
 /// purpose: names appear unquoted in INFO lines and in
 /// `synchronous_standby_names`. The config loader checks `--name` with it.
@@ -411,6 +438,7 @@ impl Message {
             Message::StandbyStatus { .. } => MessageKind::StandbyStatus,
             Message::Keepalive { .. } => MessageKind::Keepalive,
             Message::TimelineSwitch { .. } => MessageKind::TimelineSwitch,
+            Message::SyncRule { .. } => MessageKind::SyncRule,
             Message::PeerStatus { .. } => MessageKind::PeerStatus,
             Message::BuildStart { .. } => MessageKind::BuildStart,
             Message::BuildPages { .. } => MessageKind::BuildPages,
@@ -537,6 +565,23 @@ impl Message {
                 out.push(u8::from(*reply_requested));
             }
             Message::TimelineSwitch { history } => out.extend_from_slice(&history.encode()),
+            Message::SyncRule { rule, origin } => {
+                out.push(level_code(rule.level));
+                out.push(u8::from(rule.most_available_sync));
+                out.extend_from_slice(&rule.timeout_ms.to_le_bytes());
+                out.push(match origin.kind {
+                    OriginKind::ConfigFile => 1,
+                    OriginKind::ConfigSet => 2,
+                });
+                out.extend_from_slice(&origin.at_ms.to_le_bytes());
+                put_name(out, &origin.node);
+                let names = rule.names.to_string();
+                assert!(
+                    names.len() <= NAMES_TEXT_BYTES_MAX,
+                    "names longer than parse allows"
+                );
+                out.extend_from_slice(names.as_bytes());
+            }
             Message::PeerStatus {
                 role,
                 flushed,
@@ -696,6 +741,38 @@ impl Message {
             MessageKind::TimelineSwitch => Message::TimelineSwitch {
                 history: r.history()?,
             },
+            MessageKind::SyncRule => {
+                let level = SyncLevel::ALL
+                    .get(usize::from(r.u8()?))
+                    .copied()
+                    .ok_or(r.bad("level", "not a synchronous_commit level"))?;
+                let most_available_sync = r.bool("most_available_sync")?;
+                let timeout_ms = r.u64()?;
+                let kind = match r.u8()? {
+                    1 => OriginKind::ConfigFile,
+                    2 => OriginKind::ConfigSet,
+                    _ => return Err(r.bad("origin", "unknown origin")),
+                };
+                let at_ms = r.u64()?;
+                let node = r.name("origin_node")?;
+                let text = r.rest();
+                if text.len() > NAMES_TEXT_BYTES_MAX {
+                    return Err(r.bad("names", "longer than NAMES_TEXT_BYTES_MAX"));
+                }
+                let names = std::str::from_utf8(text)
+                    .ok()
+                    .and_then(|t| StandbyNames::parse(t).ok())
+                    .ok_or(r.bad("names", "not a valid synchronous_standby_names"))?;
+                Message::SyncRule {
+                    rule: SyncRule {
+                        level,
+                        names,
+                        most_available_sync,
+                        timeout_ms,
+                    },
+                    origin: RuleOrigin { kind, node, at_ms },
+                }
+            }
             MessageKind::PeerStatus => Message::PeerStatus {
                 role: PeerRole::from_u8(r.u8()?).ok_or(r.bad("role", "unknown role"))?,
                 flushed: Lsn(r.u64()?),
@@ -1123,6 +1200,41 @@ mod tests {
                 }
             }),
             arb_history().prop_map(|history| Message::TimelineSwitch { history }),
+            (
+                0..SyncLevel::ALL.len(),
+                prop::sample::select(vec![
+                    "",
+                    "*",
+                    "a",
+                    "FIRST 2 (a, b-1, *)",
+                    "ANY 1 (x.y, \"q r\")",
+                    "s1, s2",
+                ]),
+                any::<bool>(),
+                any::<u64>(),
+                any::<bool>(),
+                any::<u64>(),
+                arb_name()
+            )
+                .prop_map(|(level, names, mas, timeout_ms, set, at_ms, node)| {
+                    Message::SyncRule {
+                        rule: SyncRule {
+                            level: SyncLevel::ALL[level],
+                            names: StandbyNames::parse(names).unwrap(),
+                            most_available_sync: mas,
+                            timeout_ms,
+                        },
+                        origin: RuleOrigin {
+                            kind: if set {
+                                OriginKind::ConfigSet
+                            } else {
+                                OriginKind::ConfigFile
+                            },
+                            node,
+                            at_ms,
+                        },
+                    }
+                }),
             (1u8..=4, arb_lsn(), arb_history()).prop_map(|(r, flushed, history)| {
                 Message::PeerStatus {
                     role: PeerRole::from_u8(r).unwrap(),

@@ -18,7 +18,9 @@
 //! - [`conn`]: typed messages over framed TCP; [`wal_range`]: WAL bytes
 //!   cut at record boundaries and checked against the chain;
 //! - [`context`], [`status`], [`sync_wait`]: shared state, the standby
-//!   table and upstream status, commit waits per synchronous level.
+//!   table and upstream status, the synchronous-commit rule in force and
+//!   commit waits per synchronous level; [`sync_rule_file`]: where a rule
+//!   came from, and the file that keeps one set at run time.
 //!
 //! Invariants owned here: a frame reaches message decoding only after its
 //! CRC32C checked out, and a decoded message satisfies every invariant the
@@ -37,6 +39,7 @@ pub mod roles;
 pub mod sender;
 pub mod status;
 pub mod sync_commit;
+pub mod sync_rule_file;
 pub mod sync_wait;
 pub mod timeline;
 pub mod wal_range;

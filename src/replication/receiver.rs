@@ -257,6 +257,9 @@ async fn stream_once(
         s.flushed = next;
         s.last_error = None;
     });
+    // Our applied LSN at once: the primary counts us for `remote_apply`
+    // only from this status on (we may still be redoing WAL we hold).
+    status(&mut w, ctx, false).await?;
     // Receiving and flushing overlap: WAL that arrives while a flush is in
     // flight is appended at once and made durable by the next flush (the
     // local flusher batches it), so a standby keeps up with a primary that
@@ -355,6 +358,13 @@ async fn stream_once(
                         apply_ready(ctx, &mut group, &mut durable, primary_flushed)?;
                         status(&mut w, ctx, false).await?;
                     }
+                    Message::SyncRule { rule, origin } => {
+                        // The primary's rule: ours from now on, applied
+                        // when this node is promoted (`sync_rule_file`).
+                        ctx.sync
+                            .set_rule(rule, origin, &ctx.standbys)
+                            .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+                    }
                     Message::TimelineSwitch { history } => {
                         let truncated =
                             super::roles::adopt_timeline(ctx, history, next).map_err(|e| {
@@ -375,7 +385,12 @@ async fn stream_once(
                             });
                         }
                     }
-                    other => return Err(conn::unexpected("WalData or Keepalive", &other)),
+                    other => {
+                        return Err(conn::unexpected(
+                            "WalData, Keepalive, SyncRule or TimelineSwitch",
+                            &other,
+                        ))
+                    }
                 }
             }
             Event::Flushed(result) => {

@@ -12,7 +12,9 @@
 //! flush catches up, or after a second of silence. A cascading standby
 //! forwards only what it flushed, capped at its primary's flushed LSN.
 //! A second task per standby reads its status frames, updates the standby
-//! table and the synchronous-commit horizons.
+//! table and the synchronous-commit horizons. The stream also carries the
+//! node's synchronous-commit rule (`SyncRule`), first and after every
+//! change, so a standby promoted later applies the same rule.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -335,7 +337,9 @@ async fn stream_wal(
         received: peer.start,
         written: peer.start,
         flushed: peer.start,
-        applied: peer.start,
+        // Not known until its first status (it may still be redoing WAL
+        // it holds): a `remote_apply` commit must not count it before.
+        applied: Lsn::ZERO,
         last_reply: now,
         connected_at: now,
     });
@@ -352,7 +356,7 @@ async fn stream_wal(
     drop(reader);
     ctx.standbys
         .update(id, |e| e.state = LinkState::Disconnected);
-    ctx.sync.recompute(&ctx.standbys.snapshot());
+    ctx.sync.recompute(&ctx.standbys);
     tracing::info!(name = %peer.name, "standby disconnected");
     result
 }
@@ -373,6 +377,9 @@ async fn send_loop(
     let mut sent = start;
     // The primary's flushed LSN as last told to the standby.
     let mut told = Lsn::ZERO;
+    // The generation of the synchronous-commit rule last shipped (the
+    // standby applies it when promoted; see `sync_rule_file`).
+    let mut rule_shipped: Option<u64> = None;
     // A primary ships batches as its flusher takes them, before they are
     // durable here (a cascading standby forwards only what it flushed).
     let unflushed = (ctx.engine.role() == Role::Primary).then(|| wal.read_unflushed());
@@ -397,6 +404,16 @@ async fn send_loop(
             if silent.is_some_and(|d| d > limit) {
                 return Err(timed_out(limit));
             }
+        }
+        let rule_generation = ctx.sync.rule_generation();
+        if rule_shipped != Some(rule_generation) {
+            let m = Message::SyncRule {
+                rule: ctx.sync.rule(),
+                origin: ctx.sync.origin(),
+            };
+            send_within(ctx, w, &m).await?;
+            rule_shipped = Some(rule_generation);
+            continue;
         }
         // Read before looking at the batches, so a batch taken after the
         // look wakes the wait below.
@@ -493,12 +510,17 @@ async fn send_loop(
             .map_or(KEEPALIVE_AFTER, |t| (t / 3).min(KEEPALIVE_AFTER));
         let flush = wal.wait_flushed(told.add(1));
         let batch = wal.submitted_kick().changed(kicked);
+        let rule = ctx.sync.rule_changed(rule_generation);
         let woke = compio::time::timeout(keepalive_after, async {
             let mut flush = std::pin::pin!(flush);
             let mut batch = std::pin::pin!(batch);
+            let mut rule = std::pin::pin!(rule);
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(r) = flush.as_mut().poll(cx) {
                     return Poll::Ready(r);
+                }
+                if rule.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(()));
                 }
                 if unflushed.is_some() && batch.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Ok(()));
@@ -616,7 +638,7 @@ async fn read_status(
                     e.applied = e.applied.max(applied);
                     e.last_reply = Instant::now();
                 });
-                ctx.sync.recompute(&ctx.standbys.snapshot());
+                ctx.sync.recompute(&ctx.standbys);
             }
             Ok(other) => {
                 tracing::warn!(kind = ?other.kind(), "unexpected message from standby; disconnecting");

@@ -178,7 +178,12 @@ pub enum SyncConfigError {
     TooFewNames { num: usize, names: usize },
     #[error("standby name {name:?} listed twice")]
     DuplicateName { name: String },
+    #[error("the list is {len} bytes in canonical form, longer than {max}")]
+    TooLong { len: usize, max: usize },
 }
+
+/// Longest `synchronous_standby_names` in canonical form (its `Display`).
+pub const NAMES_TEXT_BYTES_MAX: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Token {
@@ -401,12 +406,21 @@ impl StandbyNames {
         if tokens.is_empty() {
             return Ok(StandbyNames::Async);
         }
-        Parser {
+        let names = Parser {
             tokens,
             next: 0,
             end: s.len(),
         }
-        .parse()
+        .parse()?;
+        // Bounded, so the rule fits one `SyncRule` frame.
+        let len = names.to_string().len();
+        if len > NAMES_TEXT_BYTES_MAX {
+            return Err(SyncConfigError::TooLong {
+                len,
+                max: NAMES_TEXT_BYTES_MAX,
+            });
+        }
+        Ok(names)
     }
 
     /// Priority of a standby called `name`: the index of the first list
@@ -444,6 +458,128 @@ impl fmt::Display for StandbyNames {
             }
         }
         f.write_str(")")
+    }
+}
+
+/// The whole synchronous-commit rule of a node: what a commit waits for
+/// before its reply. The four settings change together (`CONFIG SET` of
+/// several of them is one change) and travel together to standbys, so a
+/// promoted node keeps the rule its primary applied (see `sync_wait`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncRule {
+    /// `synchronous_commit`: the node default; a connection may override
+    /// it (`CLIENT SYNC`).
+    pub level: SyncLevel,
+    /// `synchronous_standby_names`.
+    pub names: StandbyNames,
+    /// `most_available_sync`: with too few sync standbys connected,
+    /// commits proceed on local durability instead of waiting.
+    pub most_available_sync: bool,
+    /// `synchronous_commit_timeout_ms`: a commit waiting this long for
+    /// standbys gets an error instead of its reply; 0 = no limit.
+    pub timeout_ms: u64,
+}
+
+impl Default for SyncRule {
+    /// What a node runs with when nothing is configured: local durability.
+    fn default() -> SyncRule {
+        SyncRule {
+            level: SyncLevel::Local,
+            names: StandbyNames::Async,
+            most_available_sync: false,
+            timeout_ms: 0,
+        }
+    }
+}
+
+/// The settings of a [`SyncRule`], as `CONFIG SET` and the config file
+/// name them.
+pub const SYNC_RULE_SETTINGS: [&str; 4] = [
+    "synchronous_commit",
+    "synchronous_standby_names",
+    "most_available_sync",
+    "synchronous_commit_timeout_ms",
+];
+
+/// A bad value for one setting of a [`SyncRule`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncRuleError {
+    #[error("{setting}: {source}")]
+    Syntax {
+        setting: &'static str,
+        source: SyncConfigError,
+    },
+    #[error("{setting}: expected {expected}, got {value:?}")]
+    Value {
+        setting: &'static str,
+        expected: &'static str,
+        value: String,
+    },
+    #[error("{setting} is not a setting of the synchronous-commit rule")]
+    Unknown { setting: String },
+}
+
+impl SyncRule {
+    /// This rule with one setting changed (`name` in snake_case, as in
+    /// the config file and `CONFIG SET`).
+    pub fn with(&self, name: &str, value: &str) -> Result<SyncRule, SyncRuleError> {
+        let mut rule = self.clone();
+        match name {
+            "synchronous_commit" => {
+                rule.level = SyncLevel::parse(value).map_err(|source| SyncRuleError::Syntax {
+                    setting: "synchronous_commit",
+                    source,
+                })?
+            }
+            "synchronous_standby_names" => {
+                rule.names = StandbyNames::parse(value).map_err(|source| SyncRuleError::Syntax {
+                    setting: "synchronous_standby_names",
+                    source,
+                })?
+            }
+            "most_available_sync" => {
+                rule.most_available_sync = match value.trim().to_ascii_lowercase().as_str() {
+                    "on" | "yes" | "true" | "1" => true,
+                    "off" | "no" | "false" | "0" => false,
+                    _ => {
+                        return Err(SyncRuleError::Value {
+                            setting: "most_available_sync",
+                            expected: "on or off",
+                            value: value.to_owned(),
+                        })
+                    }
+                }
+            }
+            "synchronous_commit_timeout_ms" => {
+                rule.timeout_ms = value.trim().parse().map_err(|_| SyncRuleError::Value {
+                    setting: "synchronous_commit_timeout_ms",
+                    expected: "milliseconds (0 = no limit)",
+                    value: value.to_owned(),
+                })?
+            }
+            other => {
+                return Err(SyncRuleError::Unknown {
+                    setting: other.to_owned(),
+                })
+            }
+        }
+        Ok(rule)
+    }
+
+    /// The value of one setting as `CONFIG GET` shows it.
+    pub fn get(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "synchronous_commit" => self.level.as_str().to_owned(),
+            "synchronous_standby_names" => self.names.to_string(),
+            "most_available_sync" => if self.most_available_sync {
+                "on"
+            } else {
+                "off"
+            }
+            .to_owned(),
+            "synchronous_commit_timeout_ms" => self.timeout_ms.to_string(),
+            _ => return None,
+        })
     }
 }
 

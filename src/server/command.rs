@@ -231,6 +231,9 @@ pub enum Command<'a> {
     },
     /// `SELECT 0`, the only database.
     Select,
+    /// `LASTLSN`: the commit LSN of this connection's last write (0 if
+    /// none), for `WAITLSN` on another node (read-your-writes).
+    LastLsn,
     /// `REPL ...`: role changes for the ctl tool (promote, fence, demote,
     /// follow, wait for an LSN).
     Repl(ReplCommand<'a>),
@@ -285,6 +288,7 @@ pub enum CommandKind {
     Wait,
     Select,
     Repl,
+    LastLsn,
 }
 
 /// Longest command name, in bytes.
@@ -328,6 +332,7 @@ impl CommandKind {
             b"shutdown" => Self::Shutdown,
             b"wait" => Self::Wait,
             b"select" => Self::Select,
+            b"lastlsn" => Self::LastLsn,
             _ => return None,
         })
     }
@@ -526,7 +531,7 @@ const fn container(spec: CommandSpec, subcommands: &'static [CommandSpec]) -> Co
 
 /// Every command, indexed by [`CommandKind`].
 #[rustfmt::skip]
-pub static COMMAND_TABLE: [CommandSpec; 29] = [
+pub static COMMAND_TABLE: [CommandSpec; 30] = [
     spec("get", 2, READ_FAST, ONE_KEY, "string", "1.0.0", "Returns the string value of a key."),
     spec("set", -3, &["write", "denyoom"], ONE_KEY, "string", "1.0.0", "Sets the string value of a key. The key is created if it doesn't exist."),
     spec("del", -2, &["write"], ALL_KEYS, "generic", "1.0.0", "Deletes one or more keys."),
@@ -556,9 +561,10 @@ pub static COMMAND_TABLE: [CommandSpec; 29] = [
     spec("wait", 3, &["noscript"], NO_KEYS, "generic", "3.0.0", "Blocks until the preceding writes of the connection are acknowledged by standbys."),
     spec("select", 2, &["loading", "stale", "fast"], NO_KEYS, "connection", "2.0.0", "Changes the selected database (only 0 exists)."),
     container(spec("repl", -2, &["admin", "noscript", "no_multi"], NO_KEYS, "server", "tandem", "A container for role changes (switchover, failover) driven by tandemctl."), REPL_SUBCOMMANDS),
+    spec("lastlsn", 1, &["fast", "loading", "stale"], NO_KEYS, "connection", "tandem", "Returns the commit LSN of the connection's last write (0 if none), for WAITLSN on another node."),
 ];
 
-const _: () = assert!(COMMAND_TABLE.len() == CommandKind::Repl as usize + 1);
+const _: () = assert!(COMMAND_TABLE.len() == CommandKind::LastLsn as usize + 1);
 
 const REPL_ADMIN: &[&str] = &["admin", "noscript", "no_multi"];
 
@@ -819,6 +825,7 @@ impl<'a> Command<'a> {
                 }
                 Command::Select
             }
+            CommandKind::LastLsn => Command::LastLsn,
         })
     }
 
@@ -858,6 +865,7 @@ impl<'a> Command<'a> {
             Command::Shutdown => "shutdown",
             Command::Wait { .. } => "wait",
             Command::Select => "select",
+            Command::LastLsn => "lastlsn",
             Command::Repl(ReplCommand::Promote { .. }) => "repl|promote",
             Command::Repl(ReplCommand::Fence) => "repl|fence",
             Command::Repl(ReplCommand::Unfence) => "repl|unfence",
@@ -1353,6 +1361,7 @@ mod tests {
             "info",
             "info replication server",
             "role",
+            "lastlsn",
             "client setname ",
             "client getname",
             "client id",
@@ -1560,7 +1569,7 @@ mod tests {
         }
         let mut out = Vec::new();
         write_command_reply(&mut out, Protocol::Resp2, &CommandQuery::Count);
-        assert_eq!(out, b":29\r\n");
+        assert_eq!(out, b":30\r\n");
         let args = owned("command info nope");
         let Command::Command(query) = Command::parse(args.as_args()).unwrap() else {
             panic!()

@@ -196,28 +196,33 @@ fn replication_section(node: &Node, s: &mut String) {
             let _ = write!(s, "divergence_lsn:{at}\r\n");
         }
     }
-    let names = repl.sync.names();
+    let rule = repl.sync.rule();
+    let names = rule.names.clone();
     let positions: Vec<StandbyPosition> = standbys.iter().map(StandbyEntry::position).collect();
     let states = sync_states(&names, &positions);
     let end = wal.flushed();
     let _ = write!(
         s,
-        "connected_standbys:{}\r\nconnected_slaves:{}\r\nsynchronous_standby_names:{}\r\nmost_available_sync:{}\r\nsync_degraded:{}\r\n",
+        "connected_standbys:{}\r\nconnected_slaves:{}\r\nsynchronous_commit:{}\r\nsynchronous_standby_names:{}\r\nmost_available_sync:{}\r\nsynchronous_commit_timeout_ms:{}\r\nsync_rule_origin:{}\r\nsync_degraded:{}\r\n",
         connected.len(),
         connected.len(),
-        names,
-        if repl.sync.most_available_sync() { "on" } else { "off" },
-        if repl.sync.degraded(node.synchronous_commit()) { 1 } else { 0 },
+        rule.level,
+        rule.names,
+        if rule.most_available_sync { "on" } else { "off" },
+        rule.timeout_ms,
+        repl.sync.origin(),
+        if repl.sync.degraded(rule.level) { 1 } else { 0 },
     );
     for (i, (e, st)) in standbys.iter().zip(states).enumerate() {
         let lag_ms = e.last_reply.elapsed().as_millis();
         let _ = write!(
             s,
-            "standby{i}:name={},addr={},state={},sent_lsn={},write_lsn={},flush_lsn={},replay_lsn={},lag_bytes={},reply_age_ms={lag_ms},sync_state={}\r\n",
+            "standby{i}:name={},addr={},state={},sent_lsn={},receive_lsn={},write_lsn={},flush_lsn={},replay_lsn={},lag_bytes={},reply_age_ms={lag_ms},sync_state={}\r\n",
             e.name,
             e.addr,
             e.state.as_str(),
             e.sent,
+            e.received,
             e.written,
             e.flushed,
             e.applied,

@@ -29,10 +29,13 @@ use super::resp::{
     write_array_header, write_bulk, write_error, write_integer, write_map_header, write_null,
     write_simple, Args, OwnedArgs, Protocol, RequestLimits, RequestParser,
 };
-use crate::config::{limits, StandbyNames, SyncLevel};
+use crate::config::{limits, SyncLevel};
 use crate::engine::{btree, EngineError};
 use crate::ids::Lsn;
 use crate::node::{Node, StopReason};
+use crate::replication::sync_commit::SYNC_RULE_SETTINGS;
+use crate::replication::sync_rule_file::{OriginKind, RuleOrigin};
+use crate::replication::sync_wait::WaitEnd;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 const READ_BYTES: usize = 64 * 1024;
@@ -199,21 +202,9 @@ impl Session {
             self.closing = true;
             return;
         }
-        if !level.waits_for_standbys() || self.node.is_standby() {
-            return;
-        }
-        let sync = self.node.repl.sync.wait(level, wait);
-        let timeout_ms = self.node.synchronous_commit_timeout_ms();
-        let confirmed = if timeout_ms == 0 {
-            sync.await;
-            true
-        } else {
-            compio::time::timeout(std::time::Duration::from_millis(timeout_ms), sync)
-                .await
-                .is_ok()
-        };
-        if !confirmed {
+        if let Err(timeout_ms) = self.wait_for_standbys(wait).await {
             out.clear();
+            let level = self.effective_sync_commit();
             for _ in 0..replies.max(1) {
                 write_error(
                     out,
@@ -222,6 +213,41 @@ impl Session {
                         level.as_str()
                     ),
                 );
+            }
+        }
+    }
+
+    /// After the local flush: waits until the synchronous-commit rule in
+    /// force holds for a commit ending at `lsn`. The level (the
+    /// connection's, else the node's) and the timeout are read again
+    /// whenever the rule changes, and the timeout counts from the start of
+    /// this wait, so a commit waiting when a rule changes is judged by the
+    /// new one (issue 17). `Err(timeout_ms)` when the timeout ran out.
+    async fn wait_for_standbys(&self, lsn: Lsn) -> Result<(), u64> {
+        let sync = &self.node.repl.sync;
+        let started = Instant::now();
+        loop {
+            let level = self.effective_sync_commit();
+            if !level.waits_for_standbys() || self.node.is_standby() {
+                return Ok(());
+            }
+            let timeout_ms = sync.timeout_ms();
+            let wait = sync.wait(level, lsn);
+            let end = if timeout_ms == 0 {
+                wait.await
+            } else {
+                let limit = std::time::Duration::from_millis(timeout_ms);
+                let left = limit.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return Err(timeout_ms);
+                }
+                match compio::time::timeout(left, wait).await {
+                    Ok(end) => end,
+                    Err(_) => return Err(timeout_ms),
+                }
+            };
+            if end == WaitEnd::Confirmed {
+                return Ok(());
             }
         }
     }
@@ -483,6 +509,7 @@ impl Session {
                 timeout_ms,
             } => self.pending_wait = Some((replicas, timeout_ms)),
             Command::Select => write_simple(out, "OK"),
+            Command::LastLsn => write_integer(out, self.last_write.0 as i64),
             Command::Repl(r) => match ReplRequest::from_command(r) {
                 Ok(req) => self.pending_repl = Some(req),
                 Err(e) => write_error(out, &e),
@@ -582,30 +609,17 @@ impl Session {
         write_array_header(out, 0);
     }
 
+    /// Every setting `CONFIG GET` shows. The synchronous-commit rule's
+    /// four can change at run time (`CONFIG SET`); the others are start-up
+    /// settings that `CONFIG SET` refuses with the reason.
     fn settings(&self) -> Vec<(&'static str, String)> {
         let c = &self.node.config;
-        vec![
-            (
-                "synchronous_commit",
-                self.node.synchronous_commit().as_str().to_string(),
-            ),
-            (
-                "synchronous_standby_names",
-                self.node.repl.sync.names().to_string(),
-            ),
-            (
-                "most_available_sync",
-                if self.node.repl.sync.most_available_sync() {
-                    "on"
-                } else {
-                    "off"
-                }
-                .to_string(),
-            ),
-            (
-                "synchronous_commit_timeout_ms",
-                self.node.synchronous_commit_timeout_ms().to_string(),
-            ),
+        let rule = self.node.repl.sync.rule();
+        let mut settings: Vec<(&'static str, String)> = SYNC_RULE_SETTINGS
+            .iter()
+            .map(|&name| (name, rule.get(name).unwrap_or_default()))
+            .collect();
+        settings.extend([
             ("max_wal_retention", c.max_wal_retention.to_string()),
             ("requirepass", c.requirepass.clone().unwrap_or_default()),
             ("maxclients", c.connections_max.to_string()),
@@ -618,7 +632,8 @@ impl Session {
                 "checkpoint_interval_secs",
                 c.checkpoint_interval_secs.to_string(),
             ),
-        ]
+        ]);
+        settings
     }
 
     fn config_get(&self, patterns: Vec<&[u8]>, out: &mut Vec<u8>) {
@@ -638,41 +653,67 @@ impl Session {
         }
     }
 
+    /// `CONFIG SET name value [name value ...]`: all or nothing. The
+    /// synchronous-commit rule's settings change the rule for the next
+    /// commit and for the commits waiting now (`replication::sync_wait`);
+    /// they are cluster settings, so a standby refuses them and names its
+    /// primary. Start-up settings are refused with the reason.
     fn config_set(&mut self, pairs: Vec<(&[u8], &[u8])>, out: &mut Vec<u8>) {
+        let sync = &self.node.repl.sync;
+        let mut rule = sync.rule();
+        let startup: Vec<&str> = self.settings().iter().map(|(n, _)| *n).collect();
         for (name, value) in &pairs {
             let name = String::from_utf8_lossy(name).to_ascii_lowercase();
             let value = String::from_utf8_lossy(value).to_string();
-            let repl = &self.node.repl;
-            let result: Result<(), &str> = match name.as_str() {
-                "synchronous_commit" => SyncLevel::parse(&value)
-                    .map(|v| self.node.set_synchronous_commit(v))
-                    .map_err(|_| {
-                        "off, local, remote_receive, remote_write, on, remote_flush, remote_apply"
-                    }),
-                "synchronous_standby_names" => StandbyNames::parse(&value)
-                    .map(|n| repl.sync.set_names(n, &repl.standbys.snapshot()))
-                    .map_err(|_| "'', '*', 'FIRST n (a, b)', 'ANY n (a, b)' or 'a, b'"),
-                "most_available_sync" => parse_bool(&value)
-                    .map(|b| repl.sync.set_most_available_sync(b))
-                    .ok_or("on or off"),
-                "synchronous_commit_timeout_ms" => value
-                    .parse::<u64>()
-                    .map(|v| self.node.set_synchronous_commit_timeout_ms(v))
-                    .map_err(|_| "milliseconds, 0 = no limit"),
-                _ => {
-                    write_error(
-                        out,
-                        &format!(
-                            "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
-                        ),
-                    );
-                    return;
+            let refusal = if SYNC_RULE_SETTINGS.contains(&name.as_str()) {
+                if self.node.is_standby() {
+                    let primary = self
+                        .node
+                        .repl
+                        .upstream
+                        .get()
+                        .map(|u| u.primary_client_addr)
+                        .filter(|a| !a.is_empty())
+                        .unwrap_or_else(|| "unknown".into());
+                    Some(format!(
+                        "ERR CONFIG SET {name}: the synchronous-commit rule is a cluster setting; set it on the primary ({primary}), whose rule this standby applies when promoted"
+                    ))
+                } else {
+                    match rule.with(&name, &value) {
+                        Ok(r) => {
+                            rule = r;
+                            None
+                        }
+                        Err(e) => Some(format!(
+                            "ERR CONFIG SET failed (possibly related to argument '{name}') - {e}"
+                        )),
+                    }
                 }
+            } else if startup.contains(&name.as_str()) {
+                Some(format!(
+                    "ERR CONFIG SET failed (possibly related to argument '{name}') - a start-up setting that cannot change at run time: set it in the config file and restart"
+                ))
+            } else {
+                Some(format!(
+                    "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                ))
             };
-            if let Err(expected) = result {
+            if let Some(message) = refusal {
+                write_error(out, &message);
+                return;
+            }
+        }
+        let origin = RuleOrigin {
+            kind: OriginKind::ConfigSet,
+            node: self.node.config.name.clone(),
+            at_ms: crate::replication::sender::now_us() / 1000,
+        };
+        if rule != sync.rule() {
+            if let Err(e) = sync.set_rule(rule, origin, &self.node.repl.standbys) {
+                tracing::error!(error = %e, "CONFIG SET of the synchronous-commit rule failed");
                 write_error(
                     out,
-                    &format!("ERR CONFIG SET failed (possibly related to argument '{name}') - argument must be: {expected}"),
+                    &format!("ERR CONFIG SET failed, the rule is unchanged: {e}"),
                 );
                 return;
             }
@@ -740,14 +781,6 @@ impl Session {
             write_bulk(out, k);
         }
         (outcome.wait_lsn, false)
-    }
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "on" | "yes" | "true" | "1" => Some(true),
-        "off" | "no" | "false" | "0" => Some(false),
-        _ => None,
     }
 }
 

@@ -3,6 +3,8 @@
 //! (also when a test fails: `Drop` kills the process).
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod commit_probe;
 pub mod proxy;
 pub mod repl;
 
