@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub connections_max: Option<usize>,
     pub request_bytes_max: Option<usize>,
     pub data_extend_pages: Option<u32>,
+    pub recovery_redo_workers: Option<usize>,
+    pub recovery_time_target: Option<u64>,
 }
 
 /// Which CPU each role is pinned to (`None`: the default map).
@@ -50,6 +52,7 @@ pub struct CoreMapConfig {
     pub wal_sender: Option<usize>,
     pub wal_receiver: Option<usize>,
     pub background: Option<usize>,
+    pub redo_workers: Option<Vec<usize>>,
 }
 
 /// The resolved configuration a node runs with.
@@ -95,6 +98,14 @@ pub struct Config {
     pub connections_max: usize,
     pub request_bytes_max: usize,
     pub data_extend_pages: u32,
+    /// Redo workers (`redo::pipeline`): pages are split among them by page
+    /// number; 1 = serial redo. Used by crash recovery, a standby's
+    /// streaming redo and the replay before a promotion.
+    pub recovery_redo_workers: usize,
+    /// Seconds a synchronous standby may need to redo what it received
+    /// (its estimated RTO); the primary slows commits to keep it there
+    /// (`replication::rto`). 0 = off, as in openGauss.
+    pub recovery_time_target: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +117,9 @@ pub struct CoreMap {
     /// The `wal-receiver` thread (stream and serial redo of a standby).
     pub wal_receiver: usize,
     pub background: usize,
+    /// One core per redo worker, in worker order (worker 0 is the redo
+    /// dispatcher itself); cycled when there are more workers than cores.
+    pub redo_workers: Vec<usize>,
 }
 
 impl CoreMap {
@@ -138,7 +152,18 @@ impl CoreMap {
             wal_sender: last,
             wal_receiver: last,
             background: 0,
+            // Redo runs while a standby's sessions only read and its WAL
+            // threads only receive: it may use every core.
+            redo_workers: (0..cores).collect(),
         }
+    }
+
+    /// The core of redo worker `i`.
+    pub fn redo_worker(&self, i: usize) -> Option<usize> {
+        if self.redo_workers.is_empty() {
+            return None;
+        }
+        self.redo_workers.get(i % self.redo_workers.len()).copied()
     }
 }
 
@@ -146,8 +171,9 @@ impl std::fmt::Display for CoreMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "sessions={:?} wal_flusher={} wal_sender={} wal_receiver={} background(checkpointer,metrics)={}",
-            self.sessions, self.wal_flusher, self.wal_sender, self.wal_receiver, self.background
+            "sessions={:?} wal_flusher={} wal_sender={} wal_receiver={} background(checkpointer,metrics)={} redo_workers={:?}",
+            self.sessions, self.wal_flusher, self.wal_sender, self.wal_receiver, self.background,
+            self.redo_workers
         )
     }
 }
@@ -211,6 +237,25 @@ pub mod limits {
     pub const SESSION_POLL_US_DEFAULT: u64 = 300;
     /// SCAN cursors remembered per connection.
     pub const SCAN_CURSORS_MAX: usize = 64;
+    /// Most redo workers a node runs (each owns a buffer-pool shard).
+    pub const REDO_WORKERS_MAX: usize = 64;
+    /// Default redo workers: one per core, up to this many.
+    pub const REDO_WORKERS_DEFAULT_MAX: usize = 8;
+}
+
+/// `recovery_redo_workers`: the file's value (1 to
+/// `limits::REDO_WORKERS_MAX`) or one per core, at most
+/// `limits::REDO_WORKERS_DEFAULT_MAX`.
+fn recovery_redo_workers(value: Option<usize>, cores: usize) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(cores.clamp(1, limits::REDO_WORKERS_DEFAULT_MAX)),
+        Some(n) if (1..=limits::REDO_WORKERS_MAX).contains(&n) => Ok(n),
+        Some(n) => Err(ConfigError::Invalid {
+            key: "recovery_redo_workers",
+            value: n.to_string(),
+            reason: "1 (serial) to 64 workers",
+        }),
+    }
 }
 
 /// A polling or gathering budget in microseconds: the file's value or
@@ -256,6 +301,9 @@ impl Config {
             }
             if let Some(c) = m.background {
                 core_map.background = c;
+            }
+            if let Some(r) = m.redo_workers {
+                core_map.redo_workers = r;
             }
         }
         if core_map.sessions.is_empty() {
@@ -353,6 +401,8 @@ impl Config {
                 .data_extend_pages
                 .unwrap_or(limits::DATA_EXTEND_PAGES_DEFAULT)
                 .max(1),
+            recovery_redo_workers: recovery_redo_workers(f.recovery_redo_workers, cores)?,
+            recovery_time_target: f.recovery_time_target.unwrap_or(0),
         })
     }
 }
@@ -370,7 +420,8 @@ mod tests {
                 wal_flusher: 1,
                 wal_sender: 1,
                 wal_receiver: 1,
-                background: 0
+                background: 0,
+                redo_workers: vec![0, 1],
             }
         );
         assert_eq!(CoreMap::default_for(8).sessions, (0..7).collect::<Vec<_>>());

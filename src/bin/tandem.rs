@@ -115,6 +115,13 @@ struct NodeArgs {
     /// Replication addresses of the other nodes (HOST:PORT,HOST:PORT).
     #[arg(long, value_delimiter = ',')]
     peers: Option<Vec<String>>,
+    /// Redo workers (1 = serial); default one per core, at most 8.
+    #[arg(long)]
+    recovery_redo_workers: Option<usize>,
+    /// Seconds; the primary slows commits to keep its synchronous
+    /// standbys' estimated recovery time under it. 0 = off.
+    #[arg(long)]
+    recovery_time_target: Option<u64>,
 }
 
 fn node(args: NodeArgs) -> anyhow::Result<()> {
@@ -144,7 +151,9 @@ fn node(args: NodeArgs) -> anyhow::Result<()> {
         synchronous_commit_timeout_ms,
         max_wal_retention,
         wal_sender_timeout_ms,
-        peers
+        peers,
+        recovery_redo_workers,
+        recovery_time_target
     );
     let config = Config::resolve(f)?;
     tandem::node::run(config)?;
