@@ -72,6 +72,8 @@ fn open_engine(dir: &Path, pool_bytes: usize) -> Arc<Engine> {
         wal_gather: std::time::Duration::ZERO,
         data_extend_pages: 128,
         flusher_core: None,
+        redo_workers: 2,
+        redo_cores: Vec::new(),
     })
     .expect("open engine");
     let value = [b'v'; VALUE_BYTES];

@@ -241,6 +241,16 @@ pub mod limits {
     pub const REDO_WORKERS_MAX: usize = 64;
     /// Default redo workers: one per core, up to this many.
     pub const REDO_WORKERS_DEFAULT_MAX: usize = 8;
+    /// A redo batch (what readers on a standby wait for at most, and the
+    /// unit between two barriers of the workers) covers at most this much
+    /// WAL or this many page records (`redo::dispatcher`). See
+    /// `redo::pipeline` for the measurement that chose them.
+    pub const REDO_BATCH_BYTES_MAX: u64 = 1 << 20;
+    pub const REDO_BATCH_RECORDS_MAX: u64 = 8192;
+    /// WAL records the WAL receiver may queue in memory for the redo
+    /// dispatcher; past this the dispatcher reads them back from the
+    /// segment files (`redo::feed`).
+    pub const REDO_FEED_BYTES_MAX: u64 = 64 << 20;
 }
 
 /// `recovery_redo_workers`: the file's value (1 to

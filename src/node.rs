@@ -212,6 +212,10 @@ pub fn run(config: Config) -> Result<(), NodeError> {
         wal_gather: std::time::Duration::from_micros(config.wal_gather_us),
         data_extend_pages: config.data_extend_pages,
         flusher_core: Some(config.core_map.wal_flusher),
+        redo_workers: config.recovery_redo_workers,
+        redo_cores: (0..config.recovery_redo_workers)
+            .filter_map(|i| config.core_map.redo_worker(i))
+            .collect(),
     })?;
     let (stop_tx, stop_rx) = bounded(4);
     let (rule, origin) = sync_rule_at_start(&config)?;

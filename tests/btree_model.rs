@@ -20,6 +20,8 @@ fn config(dir: &std::path::Path) -> EngineConfig {
         wal_gather: std::time::Duration::ZERO,
         data_extend_pages: 16,
         flusher_core: None,
+        redo_workers: 2,
+        redo_cores: Vec::new(),
     }
 }
 

@@ -157,6 +157,116 @@ fn ab_sh_smoke_prints_every_measurement_for_both_builds() {
     eprintln!("perf/ab.sh smoke: {elapsed:?}");
 }
 
+/// `perf/compare-redo.sh` in its smoke mode (tandem only, scale 1, a 2 s
+/// stop, 20 MiB of WAL to crash-recover), both sections: each table has a
+/// row for W=1 and W=2 with a rate above zero (catch-up: receive and apply
+/// MiB/s; recovery: redo and start-to-ready MiB/s), the report is also
+/// written to OUT, and no process or temp dir of the script outlives it.
+#[test]
+fn compare_redo_sh_smoke_reports_catchup_and_recovery_per_worker_count() {
+    // ~10 s on the 2-core dev machine; generous for busy CI hosts.
+    const REDO_TIME_LIMIT: Duration = Duration::from_secs(120);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin_dir = bin_dir();
+    assert!(
+        bin_dir.join("tandem-bench").exists(),
+        "tandem-bench must be built next to {}",
+        bin_dir.display()
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let out_file = out_dir.path().join("redo-smoke.md");
+    let envs: [(&str, std::ffi::OsString); 4] = [
+        ("SMOKE", "1".into()),
+        ("SECTIONS", "catchup,recovery".into()),
+        ("BIN_DIR", bin_dir.clone().into_os_string()),
+        ("OUT", out_file.clone().into_os_string()),
+    ];
+    let (status, stdout, stderr, elapsed) = run_script(
+        root,
+        "perf/compare-redo.sh",
+        &envs,
+        out_dir.path(),
+        REDO_TIME_LIMIT,
+    );
+    assert!(
+        status.success(),
+        "perf/compare-redo.sh failed ({status}); stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+
+    // Table rows per section: (heading prefix, cells per row, the MiB/s
+    // columns that must be > 0).
+    let tables: [(&str, usize, &[usize]); 2] = [
+        // | system | W | transactions | load tps | backlog MiB | received s
+        // | receive MiB/s | flushed s | applied s | apply MiB/s | ...
+        ("## Catch-up", 14, &[6, 9]),
+        // | system | W | transactions | WAL MiB redone | redo s | redo MiB/s
+        // | redo tx/s | checkpoint s | start to ready s | start to ready MiB/s | ...
+        ("## Crash recovery", 13, &[5, 9]),
+    ];
+    for (heading, width, rate_cols) in tables {
+        let section: Vec<&str> = stdout
+            .lines()
+            .skip_while(|l| !l.starts_with(heading))
+            .skip(1)
+            .take_while(|l| !l.starts_with("## "))
+            .collect();
+        assert!(!section.is_empty(), "no {heading:?} section in:\n{stdout}");
+        let rows: Vec<Vec<&str>> = section
+            .iter()
+            .map(|l| {
+                l.trim_matches('|')
+                    .split('|')
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|cells| cells.len() == width && cells[0] == "tandem")
+            .collect();
+        for w in ["1", "2"] {
+            let row = rows
+                .iter()
+                .find(|r| r[1] == w)
+                .unwrap_or_else(|| panic!("no tandem W={w} row under {heading:?} in:\n{stdout}"));
+            for &c in rate_cols {
+                let rate: f64 = row[c].parse().unwrap_or_else(|_| {
+                    panic!("column {c} not a number in {row:?} under {heading:?}")
+                });
+                assert!(
+                    rate > 0.0,
+                    "rate 0 in column {c} of {row:?} under {heading:?}"
+                );
+            }
+        }
+        assert_eq!(
+            rows.len(),
+            2,
+            "unexpected tandem rows under {heading:?}:\n{stdout}"
+        );
+        // W=1 is the base of the x W=1 column.
+        let w1 = rows.iter().find(|r| r[1] == "1").unwrap();
+        assert_eq!(
+            w1[width - 3],
+            "1.00",
+            "x W=1 of W=1 under {heading:?}: {w1:?}"
+        );
+    }
+    let written = std::fs::read_to_string(&out_file).expect("OUT file written");
+    assert!(stdout.contains(written.trim()), "OUT differs from stdout");
+    let leftovers = processes_naming(out_dir.path());
+    assert!(
+        leftovers.is_empty(),
+        "processes left running: {leftovers:?}"
+    );
+    // Its temp dir is gone: only OUT is left in TMPDIR.
+    let left: Vec<_> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "redo-smoke.md")
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+    eprintln!("perf/compare-redo.sh smoke: {elapsed:?}");
+}
+
 fn run_script(
     root: &Path,
     script: &str,

@@ -40,7 +40,7 @@ fn child_at(p: &slotted::Page, i: usize) -> PageNo {
 }
 
 /// Descends to the leaf for `key`; returns the path of internal pages.
-fn descend(tx: &mut Tx<'_>, key: &[u8]) -> Result<(PageNo, Vec<PageNo>), EngineError> {
+fn descend(tx: &mut Tx<'_, '_>, key: &[u8]) -> Result<(PageNo, Vec<PageNo>), EngineError> {
     let mut no = tx.meta().root;
     let mut path = Vec::with_capacity(tx.meta().height as usize);
     loop {
@@ -74,7 +74,7 @@ pub fn check_key(key: &[u8]) -> Result<(), EngineError> {
     Ok(())
 }
 
-pub fn get(tx: &mut Tx<'_>, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+pub fn get(tx: &mut Tx<'_, '_>, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
     check_key(key)?;
     let (leaf, _) = descend(tx, key)?;
     let p = tx.page(leaf)?;
@@ -85,7 +85,7 @@ pub fn get(tx: &mut Tx<'_>, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> 
     read_value(tx, &stored).map(Some)
 }
 
-fn read_value(tx: &mut Tx<'_>, stored: &[u8]) -> Result<Vec<u8>, EngineError> {
+fn read_value(tx: &mut Tx<'_, '_>, stored: &[u8]) -> Result<Vec<u8>, EngineError> {
     match stored.first() {
         Some(&INLINE) => Ok(stored[1..].to_vec()),
         Some(&OVERFLOW) if stored.len() == 9 => {
@@ -121,7 +121,7 @@ fn read_value(tx: &mut Tx<'_>, stored: &[u8]) -> Result<Vec<u8>, EngineError> {
 }
 
 /// Pages of an overflow value, in chain order.
-fn overflow_pages(tx: &mut Tx<'_>, stored: &[u8]) -> Result<Vec<PageNo>, EngineError> {
+fn overflow_pages(tx: &mut Tx<'_, '_>, stored: &[u8]) -> Result<Vec<PageNo>, EngineError> {
     let mut pages = Vec::new();
     if stored.first() != Some(&OVERFLOW) || stored.len() != 9 {
         return Ok(pages);
@@ -139,7 +139,7 @@ fn overflow_pages(tx: &mut Tx<'_>, stored: &[u8]) -> Result<Vec<PageNo>, EngineE
     Ok(pages)
 }
 
-fn encode_value(tx: &mut Tx<'_>, key: &[u8], value: &[u8]) -> Result<Vec<u8>, EngineError> {
+fn encode_value(tx: &mut Tx<'_, '_>, key: &[u8], value: &[u8]) -> Result<Vec<u8>, EngineError> {
     if slotted::cell_cost(key.len(), 1 + value.len()) <= slotted::CELL_BYTES_MAX {
         let mut v = Vec::with_capacity(1 + value.len());
         v.push(INLINE);
@@ -167,7 +167,7 @@ fn encode_value(tx: &mut Tx<'_>, key: &[u8], value: &[u8]) -> Result<Vec<u8>, En
 }
 
 /// Inserts or replaces; returns whether the key existed before.
-pub fn put(tx: &mut Tx<'_>, key: &[u8], value: &[u8]) -> Result<bool, EngineError> {
+pub fn put(tx: &mut Tx<'_, '_>, key: &[u8], value: &[u8]) -> Result<bool, EngineError> {
     check_key(key)?;
     if value.len() > VALUE_BYTES_MAX {
         return Err(EngineError::ValueTooLarge {
@@ -203,7 +203,7 @@ pub fn put(tx: &mut Tx<'_>, key: &[u8], value: &[u8]) -> Result<bool, EngineErro
 }
 
 /// Removes `key`; returns whether it existed.
-pub fn delete(tx: &mut Tx<'_>, key: &[u8]) -> Result<bool, EngineError> {
+pub fn delete(tx: &mut Tx<'_, '_>, key: &[u8]) -> Result<bool, EngineError> {
     check_key(key)?;
     let (leaf, _) = descend(tx, key)?;
     let old = {
@@ -225,7 +225,7 @@ pub fn delete(tx: &mut Tx<'_>, key: &[u8]) -> Result<bool, EngineError> {
 type Cells = Vec<(Vec<u8>, Vec<u8>)>;
 
 fn split_leaf(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx<'_, '_>,
     leaf: PageNo,
     path: Vec<PageNo>,
     key: &[u8],
@@ -249,7 +249,7 @@ fn split_leaf(
 }
 
 fn write_node(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx<'_, '_>,
     no: PageNo,
     kind: PageKind,
     link: PageNo,
@@ -267,7 +267,7 @@ fn write_node(
 /// Adds `(separator -> right)` to the parent of `left` (the last page of
 /// `path`), splitting upwards as needed; a new root when `path` is empty.
 fn insert_into_parent(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx<'_, '_>,
     mut path: Vec<PageNo>,
     left: PageNo,
     separator: Vec<u8>,
@@ -322,7 +322,7 @@ fn insert_into_parent(
 
 /// Up to `count` keys `>= start` in order, and whether more may follow.
 pub fn scan(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx<'_, '_>,
     start: &[u8],
     count: usize,
 ) -> Result<(Vec<Vec<u8>>, bool), EngineError> {

@@ -1,12 +1,17 @@
-//! Fixed-size buffer pool: page frames, a page table, clock eviction.
+//! One shard of the buffer pool: page frames, a page table, clock
+//! eviction, and its own handle on the data file.
 //!
-//! Owned by the engine and used under the engine lock (one thread at a
-//! time), so frames need no latches of their own.
+//! The engine's pool ([`super::pool::Pool`]) holds one shard per redo
+//! worker, each behind its own mutex; page `n` lives in shard `n % shards`.
+//! A shard is used by one thread at a time (its mutex), so frames need no
+//! latches of their own.
 //!
 //! Invariants:
 //! - a dirty frame is written back only after the WAL is flushed past its
 //!   `visible_lsn` (the commit end of the last transaction that changed
-//!   it), which implies the WAL rule `page_lsn <= flushed`;
+//!   it), and the page's own LSN is checked against the flushed LSN the
+//!   WAL reports right before the write (release `assert!`: the WAL rule
+//!   `page_lsn <= flushed`);
 //! - a page read from disk is verified (checksum, page number) before it
 //!   enters the pool; a page that fails is reported by number, never served;
 //! - pages are sealed (checksum stamped) on their way to disk only.
@@ -29,9 +34,10 @@ pub enum PoolError {
     WalFlush { page: PageNo, reason: String },
 }
 
-/// Makes the WAL durable up to an LSN (blocking). The engine passes the
-/// WAL's flush wait; recovery passes a no-op (redone pages are durable).
-pub type FlushTo = Box<dyn Fn(Lsn) -> Result<(), String> + Send>;
+/// Makes the WAL durable up to an LSN (blocking) and returns how far it is
+/// durable now. The engine passes the WAL's flush wait; crash recovery
+/// passes the end of the WAL it found (made durable before redo began).
+pub type FlushTo = Arc<dyn Fn(Lsn) -> Result<Lsn, String> + Send + Sync>;
 
 #[derive(Default)]
 pub struct PoolStats {
@@ -62,24 +68,28 @@ pub struct BufferPool {
 }
 
 impl BufferPool {
-    pub fn new(file: DataFile, frames_max: usize, flush_to: FlushTo) -> BufferPool {
-        assert!(frames_max >= 16, "a buffer pool needs at least 16 frames");
+    pub fn new(
+        file: DataFile,
+        frames_max: usize,
+        flush_to: FlushTo,
+        stats: Arc<PoolStats>,
+    ) -> BufferPool {
+        assert!(
+            frames_max >= 16,
+            "a buffer pool shard needs at least 16 frames"
+        );
         BufferPool {
             frames: Vec::with_capacity(frames_max),
             table: HashMap::with_capacity(frames_max),
             hand: 0,
             file,
             flush_to,
-            stats: Arc::new(PoolStats::default()),
+            stats,
         }
     }
 
     pub fn set_flush_to(&mut self, flush_to: FlushTo) {
         self.flush_to = flush_to;
-    }
-
-    pub fn stats(&self) -> Arc<PoolStats> {
-        self.stats.clone()
     }
 
     pub fn ensure_pages(&mut self, pages: u32) -> Result<(), DataFileError> {
@@ -189,8 +199,10 @@ impl BufferPool {
     fn write_back(&mut self, idx: usize) -> Result<(), PoolError> {
         let f = &mut self.frames[idx];
         let (no, visible) = (f.page, f.visible_lsn);
-        (self.flush_to)(visible).map_err(|reason| PoolError::WalFlush { page: no, reason })?;
+        let flushed =
+            (self.flush_to)(visible).map_err(|reason| PoolError::WalFlush { page: no, reason })?;
         let f = &mut self.frames[idx];
+        assert_wal_rule(&f.buf, flushed);
         page::seal(&mut f.buf);
         self.file.write_pages(&[(no, &f.buf)])?;
         f.dirty = false;
@@ -234,11 +246,12 @@ impl BufferPool {
         if idxs.is_empty() {
             return Ok(0);
         }
-        (self.flush_to)(visible_max).map_err(|reason| PoolError::WalFlush {
+        let flushed = (self.flush_to)(visible_max).map_err(|reason| PoolError::WalFlush {
             page: self.frames[idxs[0]].page,
             reason,
         })?;
         for &idx in &idxs {
+            assert_wal_rule(&self.frames[idx].buf, flushed);
             page::seal(&mut self.frames[idx].buf);
         }
         let batch: Vec<(PageNo, &[u8; PAGE_BYTES])> = idxs
@@ -259,6 +272,11 @@ impl BufferPool {
         self.file.sync()
     }
 
+    /// The data file's sticky failure, if a sync failed.
+    pub fn file_failure(&self) -> Option<String> {
+        self.file.failure()
+    }
+
     /// Reads a page straight from disk, bypassing the pool (for the
     /// offline page verifier and digests).
     pub fn read_from_disk(
@@ -273,4 +291,15 @@ impl BufferPool {
     pub fn cached(&self, no: PageNo) -> Option<&PageBuf> {
         self.table.get(&no).map(|&i| &self.frames[i].buf)
     }
+}
+
+/// The WAL rule, checked right before a page goes to disk: everything the
+/// page reflects is durable in the WAL (STYLE.md habit 4).
+fn assert_wal_rule(buf: &PageBuf, flushed: Lsn) {
+    let page_lsn = page::lsn(buf);
+    assert!(
+        page_lsn <= flushed,
+        "WAL rule: page {} has LSN {page_lsn} past the flushed WAL {flushed}",
+        page::page_no(buf)
+    );
 }

@@ -22,6 +22,7 @@ pub mod btree;
 pub mod buffer_pool;
 pub mod control_file;
 pub mod data_file;
+pub mod pool;
 pub mod recovery;
 pub mod tx;
 
@@ -29,17 +30,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
-use self::buffer_pool::{BufferPool, PoolError, PoolStats};
+use self::buffer_pool::{PoolError, PoolStats};
 use self::control_file::{ControlData, ControlError, ControlFile, NodeState, Role};
 use self::data_file::{DataFile, DataFileError};
+use self::pool::Pool;
 use self::tx::Tx;
 use crate::ids::{Lsn, PageNo, SystemId, TimelineId};
 use crate::page::meta::{Meta, MetaError};
 use crate::page::{PageError, PageKind};
-use crate::redo::ApplyError;
-use crate::wal::reader::OwnedRecordBytes;
+use crate::redo::applied::Applied;
+use crate::redo::feed::Feed;
+use crate::redo::pipeline::{Redo, RedoHooks, RedoHost, RedoStats, WalSource};
+use crate::redo::workers::{WorkerStats, Workers};
+use crate::redo::{ApplyError, RedoError};
 use crate::wal::{Wal, WalConfig, WalError};
 
 /// First LSN of a new cluster's WAL. Not zero: page LSN 0 means "never
@@ -60,6 +65,10 @@ pub enum EngineError {
     Control(#[from] ControlError),
     #[error("redo: {0}")]
     Apply(ApplyError),
+    #[error("redo failed: {0}")]
+    Redo(RedoError),
+    #[error("this node stopped its redo ({0}): it needs a build")]
+    RedoStopped(RedoError),
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error("page {page}: expected a tree page, found {found:?}")]
@@ -169,24 +178,42 @@ pub struct EngineConfig {
     pub wal_gather: std::time::Duration,
     pub data_extend_pages: u32,
     pub flusher_core: Option<usize>,
+    /// Redo workers; the pool has one shard per worker.
+    pub redo_workers: usize,
+    /// Core of each redo worker (worker 0 is the `redo-dispatcher`
+    /// thread; during crash recovery, the thread opening the engine).
+    pub redo_cores: Vec<usize>,
 }
 
 struct State {
-    pool: BufferPool,
     meta: Meta,
     /// Redo point of the last checkpoint begun: pages not changed since
     /// get a full image on their next change.
     redo_lsn: Lsn,
     shutting_down: bool,
-    /// Standby: refuses writes; pages change only by [`Engine::apply_group`].
+    /// Standby: refuses writes; pages change only by redo.
     role: Role,
-    /// Standby: end of the last applied record group and the LSN of its
-    /// last record (the redo point a restartpoint may use).
-    applied: (Lsn, Lsn),
 }
 
 pub struct Engine {
+    /// Redo gate: a batch of redo holds it exclusively, every transaction
+    /// (reads included) and a checkpoint's snapshot hold it shared, so a
+    /// reader sees the data as of a batch boundary, which is a transaction
+    /// boundary (`redo::pipeline`). Taken before `state`.
+    gate: RwLock<()>,
     state: Mutex<State>,
+    pool: Arc<Pool>,
+    /// End of the last applied record group (and the LSN of its last
+    /// record): written by redo only (`redo::applied`).
+    applied: Arc<Applied>,
+    /// The redo pipeline (crash recovery ran through it); the
+    /// `redo-dispatcher` thread holds it while it applies a batch.
+    redo: Mutex<Redo>,
+    /// The WAL receiver's hand-off to the dispatcher.
+    feed: Arc<Feed>,
+    /// Why redo stopped for good (`redo::pipeline`, "Errors"): every
+    /// transaction is refused from then on.
+    redo_fault: Mutex<Option<RedoError>>,
     control: Mutex<ControlFile>,
     wal: Arc<Wal>,
     pool_stats: Arc<PoolStats>,
@@ -235,7 +262,7 @@ impl Engine {
         std::fs::create_dir_all(&wal_dir).map_err(|source| {
             EngineError::DataFile(DataFileError::Io {
                 op: "mkdir wal",
-                source,
+                message: source.to_string(),
             })
         })?;
         let created = !control_path.exists();
@@ -259,11 +286,30 @@ impl Engine {
         };
         let cd = control.data();
         let file = DataFile::open(&cfg.data_dir.join("pages"), cfg.data_extend_pages)?;
-        let mut pool = BufferPool::new(file, cfg.buffer_pool_pages, Box::new(|_| Ok(())));
+        let workers = cfg.redo_workers.max(1);
+        // Crash recovery writes pages only once the WAL it redoes is
+        // durable (`recovery::redo` syncs it first).
+        let pool = Arc::new(Pool::new(
+            file,
+            cfg.buffer_pool_pages,
+            workers,
+            Arc::new(|_| Ok(Lsn(u64::MAX))),
+        )?);
+        let redo_cores = cfg.redo_cores.clone();
+        let redo_workers = Workers::start(pool.clone(), workers, |i| {
+            (!redo_cores.is_empty()).then(|| redo_cores[i % redo_cores.len()])
+        })
+        .map_err(|e| {
+            EngineError::DataFile(DataFileError::Io {
+                op: "start redo workers",
+                message: e.to_string(),
+            })
+        })?;
+        let mut redo = Redo::new(redo_workers, (cd.redo_lsn, cd.redo_prev));
         let started = Instant::now();
-        let end = recovery::redo(&mut pool, &wal_dir, &cd)?;
+        let end = recovery::redo(&mut redo, &wal_dir, &cd)?;
         tracing::info!(
-            from = %cd.redo_lsn, to = %end.next, groups = end.groups,
+            from = %cd.redo_lsn, to = %end.next, groups = end.groups, workers,
             ms = started.elapsed().as_millis() as u64, "recovery done"
         );
         let wal = Wal::open(
@@ -282,20 +328,26 @@ impl Engine {
         )?;
         wal.set_sessions_append(cd.role == Role::Primary);
         let flush_wal = wal.clone();
-        pool.set_flush_to(Box::new(move |lsn| {
+        pool.set_flush_to(Arc::new(move |lsn| {
             flush_wal
                 .wait_flushed_blocking(lsn)
+                .map(|()| flush_wal.flushed())
                 .map_err(|e| e.to_string())
         }));
-        let meta = crate::page::meta::Meta::read(pool.get(PageNo::META)?.0)?;
+        let meta = crate::page::meta::Meta::read(pool.guards().get(PageNo::META)?.0)?;
         control.write(ControlData {
             state: NodeState::Running,
             ..cd
         })?;
         let pool_stats = pool.stats();
         let engine = Arc::new(Engine {
+            gate: RwLock::new(()),
+            pool,
+            applied: Applied::new(end.next, end.prev),
+            redo: Mutex::new(redo),
+            feed: Arc::new(Feed::new(end.next)),
+            redo_fault: Mutex::new(None),
             state: Mutex::new(State {
-                pool,
                 meta: meta.unwrap_or(Meta {
                     root: PageNo::NONE,
                     page_count: 1,
@@ -306,7 +358,6 @@ impl Engine {
                 redo_lsn: cd.redo_lsn,
                 shutting_down: false,
                 role: cd.role,
-                applied: (end.next, end.prev),
             }),
             control: Mutex::new(control),
             wal,
@@ -323,6 +374,7 @@ impl Engine {
         if meta.is_none() && cd.role == Role::Primary {
             engine.bootstrap()?;
         }
+        start_dispatcher(&engine, cfg.redo_cores.first().copied())?;
         Ok(engine)
     }
 
@@ -349,12 +401,17 @@ impl Engine {
     /// `wait_lsn` to be durable (per its commit mode) before replying.
     pub fn execute<R>(
         &self,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<R, EngineError>,
+        f: impl FnOnce(&mut Tx<'_, '_>) -> Result<R, EngineError>,
     ) -> Result<Outcome<R>, EngineError> {
+        let _gate = self.gate.read();
+        if let Some(e) = self.redo_fault.lock().as_ref() {
+            return Err(EngineError::RedoStopped(e.clone()));
+        }
         let mut guard = self.state.lock();
         let st = &mut *guard;
+        let mut pages = self.pool.guards();
         let (next, prev) = self.wal.insert_position();
-        let mut tx = Tx::new(&mut st.pool, st.meta, st.redo_lsn, next, prev);
+        let mut tx = Tx::new(&mut pages, st.meta, st.redo_lsn, next, prev);
         let value = f(&mut tx)?;
         let out = tx.finish(now_us())?;
         if out.wal.is_empty() {
@@ -376,7 +433,7 @@ impl Engine {
         let end = self.wal.append(&out.wal, out.last_record)?;
         debug_assert_eq!(end, next.add(out.wal.len() as u64));
         for (no, buf) in &out.pages {
-            st.pool.install(*no, buf, end)?;
+            pages.install(*no, buf, end)?;
         }
         st.meta = out.meta;
         Ok(Outcome {
@@ -386,52 +443,23 @@ impl Engine {
         })
     }
 
-    /// Standby: applies one complete record group that is already durable
-    /// in the local WAL; `end` is the LSN after its commit record. Readers
-    /// see all of the group or none of it (the engine lock is held).
-    pub fn apply_group(
-        &self,
-        group: &[(Lsn, OwnedRecordBytes)],
-        end: Lsn,
-        last: Lsn,
-    ) -> Result<(), EngineError> {
-        let mut st = self.state.lock();
-        let st = &mut *st;
-        assert_eq!(st.role, Role::Standby, "apply_group on a primary");
-        assert!(
-            end > st.applied.0,
-            "applied LSN must grow: {} -> {end}",
-            st.applied.0
-        );
-        recovery::apply_group(&mut st.pool, group)?;
-        if group
-            .iter()
-            .any(|(_, r)| matches!(r.record(), crate::wal::record::Record::MetaSet { .. }))
-        {
-            if let Some(meta) = Meta::read(st.pool.get(PageNo::META)?.0)? {
-                st.meta = meta;
-            }
-        }
-        st.applied = (end, last);
-        Ok(())
-    }
-
     /// A digest of every page (CRC32C chained over each page's bytes but
     /// its checksum field, which only disk copies carry) and the LSN it
     /// reflects: equal on nodes holding the same data (DESIGN.md section 3
     /// invariant). Holds the engine lock for the whole walk: a debugging
     /// and test tool, not for production traffic.
     pub fn digest(&self) -> Result<(Lsn, u32, u32), EngineError> {
-        let mut st = self.state.lock();
-        let st = &mut *st;
+        let _gate = self.gate.read();
+        let st = self.state.lock();
         let lsn = match st.role {
             Role::Primary => self.wal.insert_position().0,
-            Role::Standby => st.applied.0,
+            Role::Standby => self.applied.lsn(),
         };
         let pages = st.meta.page_count;
+        let mut guards = self.pool.guards();
         let mut digest = 0u32;
         for n in 0..pages {
-            let (p, _) = st.pool.get(PageNo(n))?;
+            let (p, _) = guards.get(PageNo(n))?;
             digest = crc32c::crc32c_append(digest, &p[..8]);
             digest = crc32c::crc32c_append(digest, &p[12..]);
         }
@@ -441,12 +469,62 @@ impl Engine {
     /// Standby: end of the last applied group and the LSN of its last
     /// record (where redo of the rest of the WAL starts).
     pub fn applied_position(&self) -> (Lsn, Lsn) {
-        self.state.lock().applied
+        self.applied.position()
     }
 
     /// Standby: end of the last applied group.
     pub fn applied_lsn(&self) -> Lsn {
-        self.state.lock().applied.0
+        self.applied.lsn()
+    }
+
+    /// The applied position, its waiters and its kick.
+    pub fn applied(&self) -> &Arc<Applied> {
+        &self.applied
+    }
+
+    /// The WAL receiver's hand-off to redo.
+    pub fn redo_feed(&self) -> &Arc<Feed> {
+        &self.feed
+    }
+
+    /// Why redo stopped, if it did (the node then needs a build).
+    pub fn redo_fault(&self) -> Option<RedoError> {
+        self.redo_fault.lock().clone()
+    }
+
+    /// Redo totals and the recent rate.
+    pub fn redo_stats(&self) -> Arc<RedoStats> {
+        self.redo.lock().stats().clone()
+    }
+
+    /// Per-worker redo totals, in worker order.
+    pub fn redo_worker_stats(&self) -> Arc<Vec<WorkerStats>> {
+        self.redo.lock().worker_stats().clone()
+    }
+
+    fn wal_source(&self) -> WalSource {
+        WalSource {
+            dir: self.data_dir.join("wal"),
+            segment_bytes: self.wal.config().segment_bytes,
+            timeline: self.timeline(),
+        }
+    }
+
+    /// Standby: cuts the WAL at `to` (`prev`: the LSN of the record
+    /// ending there), after a timeline switch showed the tail was never
+    /// the cluster's. Redo must not have applied past `to`; it continues
+    /// from the applied position.
+    pub fn cut_wal(&self, to: Lsn, prev: Lsn) -> Result<(), EngineError> {
+        self.feed.lower_safe(to);
+        let mut redo = self.redo.lock();
+        assert!(
+            self.applied.lsn() <= to,
+            "cutting the WAL at {to} below what redo applied ({})",
+            self.applied.lsn()
+        );
+        self.wal.truncate_to(to, prev)?;
+        redo.rewind(self.applied.position());
+        Ok(())
     }
 
     /// The node's role, read without the engine lock (sessions ask on
@@ -471,21 +549,24 @@ impl Engine {
     /// standbys or builds still need) even though recovery no longer does.
     pub fn checkpoint_keeping(&self, keep_from: Lsn) -> Result<RedoPoint, EngineError> {
         let (redo, redo_prev, dirty) = {
+            let _gate = self.gate.read();
             let mut st = self.state.lock();
             // A standby's pages reflect only applied groups: its redo point
             // (a restartpoint) is the applied position, not the WAL's end.
             let (next, prev) = match st.role {
                 Role::Primary => self.wal.insert_position(),
-                Role::Standby => st.applied,
+                Role::Standby => self.applied.position(),
             };
             st.redo_lsn = next;
-            (next, prev, st.pool.dirty_pages())
+            (next, prev, self.pool.dirty_pages())
         };
         self.wal.wait_flushed_blocking(redo)?;
+        // Shard by shard, without the engine lock: a transaction changes
+        // pool pages only while it holds their shard.
         for chunk in dirty.chunks(64) {
-            self.state.lock().pool.write_dirty(chunk)?;
+            self.pool.write_dirty(chunk)?;
         }
-        self.state.lock().pool.sync()?;
+        self.pool.sync()?;
         let mut control = self.control.lock();
         let cd = control.data();
         control.write(ControlData {
@@ -570,44 +651,27 @@ impl Engine {
     /// complete group between the applied position and the end of the
     /// local WAL, and says whether the WAL ends inside a group.
     pub fn replay_to_wal_end(&self) -> Result<ReplayEnd, EngineError> {
-        let mut st = self.state.lock();
-        let st = &mut *st;
-        assert_eq!(st.role, Role::Standby, "replay_to_wal_end on a primary");
+        assert_eq!(self.role(), Role::Standby, "replay_to_wal_end on a primary");
+        // The dispatcher applies what the receiver fed, then stays idle:
+        // the receiver stopped, so nothing more comes.
+        self.feed.drain();
+        let mut redo = self.redo.lock();
+        if let Some(e) = self.redo_fault() {
+            return Err(EngineError::RedoStopped(e));
+        }
         let (wal_end, _) = self.wal.insert_position();
         self.wal.wait_flushed_blocking(wal_end)?;
-        let (from, from_prev) = st.applied;
-        let mut reader = crate::wal::reader::WalReader::open(
-            &self.data_dir.join("wal"),
-            self.wal.config().segment_bytes,
-            self.timeline(),
-            from,
-            from_prev,
-        )?;
-        let mut group: Vec<(Lsn, OwnedRecordBytes)> = Vec::new();
-        while let Some((lsn, rec)) = reader.next()? {
-            if lsn >= wal_end {
-                break;
-            }
-            let end = lsn.add(rec.bytes().len() as u64);
-            match rec.record() {
-                crate::wal::record::Record::Commit { .. } => {
-                    recovery::apply_group(&mut st.pool, &group)?;
-                    group.clear();
-                    st.applied = (end, lsn);
-                }
-                crate::wal::record::Record::Abort => {
-                    group.clear();
-                    st.applied = (end, lsn);
-                }
-                _ => group.push((lsn, rec)),
-            }
-        }
-        if let Some(meta) = Meta::read(st.pool.get(PageNo::META)?.0)? {
-            st.meta = meta;
-        }
+        let source = self.wal_source();
+        redo.read_wal(&source, wal_end, self)
+            .and_then(|_| redo.flush(self))
+            .map_err(EngineError::Redo)?;
+        // An unfinished group at the end is not applied: the new timeline
+        // starts with an Abort that closes it (`become_primary`).
+        let complete = redo.complete();
+        redo.rewind(complete);
         Ok(ReplayEnd {
             wal_end,
-            partial_group: st.applied.0 < wal_end,
+            partial_group: self.applied.lsn() < wal_end,
         })
     }
 
@@ -628,9 +692,10 @@ impl Engine {
             crate::wal::record::Record::Abort.encode_into(prev, &mut rec);
             let end = self.wal.append(&rec, next)?;
             self.wal.wait_flushed_blocking(end)?;
-            st.applied = (end, next);
+            self.applied.reset(end, next);
+            self.redo.lock().rewind((end, next));
         }
-        debug_assert_eq!(st.applied.0, self.wal.insert_position().0);
+        debug_assert_eq!(self.applied.lsn(), self.wal.insert_position().0);
         self.timeline
             .store(tli.0, std::sync::atomic::Ordering::Release);
         st.role = Role::Primary;
@@ -655,7 +720,9 @@ impl Engine {
         assert_eq!(st.role, Role::Primary, "become_standby on a standby");
         let (end, last) = self.wal.insert_position();
         self.wal.wait_flushed_blocking(end)?;
-        st.applied = (end, last);
+        self.applied.reset(end, last);
+        self.redo.lock().rewind((end, last));
+        self.feed.set_safe(end);
         st.role = Role::Standby;
         self.is_standby
             .store(true, std::sync::atomic::Ordering::Release);
@@ -703,6 +770,85 @@ impl Engine {
     }
 }
 
+impl RedoHooks for Engine {
+    fn begin_batch(&self) -> Option<parking_lot::RwLockWriteGuard<'_, ()>> {
+        Some(self.gate.write())
+    }
+
+    fn end_batch(&self, end: Lsn, last: Lsn, meta_changed: bool) -> Result<(), RedoError> {
+        if meta_changed {
+            let mut st = self.state.lock();
+            let mut pages = self.pool.guards();
+            let read = pages
+                .get(PageNo::META)
+                .map_err(|e| e.to_string())
+                .and_then(|(p, _)| Meta::read(p).map_err(|e| e.to_string()));
+            match read {
+                Ok(Some(meta)) => st.meta = meta,
+                Ok(None) => {}
+                Err(reason) => {
+                    return Err(RedoError::Page {
+                        lsn: last,
+                        page: PageNo::META,
+                        reason,
+                    })
+                }
+            }
+        }
+        self.applied.advance(end, last);
+        Ok(())
+    }
+}
+
+impl RedoHost for Engine {
+    fn redo(&self) -> &Mutex<Redo> {
+        &self.redo
+    }
+
+    fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    fn wal_source(&self) -> WalSource {
+        Engine::wal_source(self)
+    }
+
+    fn redo_failed(&self, error: RedoError) {
+        tracing::error!(error = %error, "redo stopped: this node needs a build; it serves nothing until then");
+        self.redo_fault.lock().get_or_insert(error);
+        self.applied.wake_all();
+    }
+
+    fn redo_has_failed(&self) -> bool {
+        self.redo_fault.lock().is_some()
+    }
+}
+
+/// Starts the `redo-dispatcher` thread (redo worker 0 of a standby's
+/// streaming redo) on `core`. It holds the engine weakly: it ends when the
+/// engine is dropped.
+fn start_dispatcher(engine: &Arc<Engine>, core: Option<usize>) -> Result<(), EngineError> {
+    let weak = Arc::downgrade(engine);
+    let feed = engine.feed.clone();
+    std::thread::Builder::new()
+        .name("redo-dispatcher".into())
+        .spawn(move || {
+            if let Some(core) = core {
+                core_affinity::set_for_current(core_affinity::CoreId { id: core });
+            }
+            crate::redo::pipeline::run_dispatcher(&feed, || {
+                weak.upgrade().map(|e| e as Arc<dyn RedoHost>)
+            });
+        })
+        .map(|_| ())
+        .map_err(|e| {
+            EngineError::DataFile(DataFileError::Io {
+                op: "start the redo dispatcher",
+                message: e.to_string(),
+            })
+        })
+}
+
 /// A new cluster's WAL starts in segment 0; it must exist before the
 /// control file that points into it.
 fn prepare_first_segment(wal_dir: &Path, segment_bytes: u64) -> Result<(), EngineError> {
@@ -710,7 +856,7 @@ fn prepare_first_segment(wal_dir: &Path, segment_bytes: u64) -> Result<(), Engin
     let mut ring = crate::io::Ring::new(8).map_err(|source| {
         EngineError::DataFile(DataFileError::Io {
             op: "io_uring setup",
-            source,
+            message: source.to_string(),
         })
     })?;
     segs.prepare(

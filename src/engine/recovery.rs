@@ -1,22 +1,29 @@
 //! Crash recovery: redo complete record groups from the checkpoint's redo
-//! point, cut the WAL after the last complete group.
+//! point through the redo pipeline (`redo::pipeline`, with the node's redo
+//! workers), and find where the WAL continues: after the last complete
+//! group.
 //!
-//! Records are buffered per group and applied only when the group's
-//! `Commit` arrives, so a transaction torn by a crash is never half
-//! applied. A page whose LSN is already at or past a record is skipped
-//! (the page was written after that change). A record that replaces the
-//! whole page (image, meta) never reads the old page, so a torn page on
-//! disk is repaired by the image logged after the checkpoint.
+//! A transaction torn by a crash is never half applied (the pipeline
+//! applies complete groups only); the incomplete group at the end of the
+//! WAL is discarded, and the WAL is cut there by [`crate::wal::Wal::open`].
+//! A page whose LSN is already at or past a record is skipped (the page was
+//! written after that change). A record that replaces the whole page
+//! (image, meta) never reads the old page, so a torn page on disk is
+//! repaired by the image logged after the checkpoint.
+//!
+//! The WAL is made durable before redo begins (every segment from the
+//! redo point on is fdatasync'ed): a process crash leaves WAL the kernel
+//! had not yet written, and pages redone from it must not reach the disk
+//! before it does (the WAL rule).
 
 use std::path::Path;
 
-use super::buffer_pool::BufferPool;
 use super::control_file::ControlData;
 use super::EngineError;
-use crate::ids::Lsn;
-use crate::redo;
-use crate::wal::reader::{OwnedRecordBytes, WalReader};
-use crate::wal::record::Record;
+use crate::ids::{Lsn, SegmentNo};
+use crate::redo::pipeline::{Redo, RedoHooks, WalSource};
+use crate::redo::RedoError;
+use crate::wal::segment::SegmentDir;
 
 /// Where the WAL continues after recovery.
 #[derive(Clone, Copy, Debug)]
@@ -28,67 +35,67 @@ pub struct RecoveryEnd {
     pub groups: u64,
 }
 
-pub fn redo(
-    pool: &mut BufferPool,
-    wal_dir: &Path,
-    cd: &ControlData,
-) -> Result<RecoveryEnd, EngineError> {
-    let mut reader = WalReader::open(
-        wal_dir,
-        cd.segment_bytes,
-        cd.timeline,
-        cd.redo_lsn,
-        cd.redo_prev,
-    )?;
-    let mut end = RecoveryEnd {
-        next: cd.redo_lsn,
-        prev: cd.redo_prev,
-        groups: 0,
-    };
-    let mut group: Vec<(Lsn, OwnedRecordBytes)> = Vec::new();
-    while let Some((lsn, rec)) = reader.next()? {
-        let record = rec.record();
-        if matches!(record, Record::Commit { .. } | Record::Abort) {
-            if matches!(record, Record::Commit { .. }) {
-                apply_group(pool, &group)?;
-            } else {
-                tracing::info!(at = %lsn, records = group.len(), "skipping a group ended by an abort record");
-            }
-            group.clear();
-            end = RecoveryEnd {
-                next: lsn.add(rec.bytes().len() as u64),
-                prev: lsn,
-                groups: end.groups + 1,
-            };
-        } else {
-            group.push((lsn, rec));
-        }
+/// No reader exists during crash recovery: no gate, nothing to publish.
+struct Recovering;
+
+impl RedoHooks for Recovering {
+    fn begin_batch(&self) -> Option<parking_lot::RwLockWriteGuard<'_, ()>> {
+        None
     }
-    if !group.is_empty() {
+
+    fn end_batch(&self, _end: Lsn, _last: Lsn, _meta: bool) -> Result<(), RedoError> {
+        Ok(())
+    }
+}
+
+/// Redoes the WAL from the checkpoint `cd` names with `redo` (which
+/// starts there); returns where the WAL continues.
+pub fn redo(redo: &mut Redo, wal_dir: &Path, cd: &ControlData) -> Result<RecoveryEnd, EngineError> {
+    sync_segments_from(wal_dir, cd)?;
+    let source = WalSource {
+        dir: wal_dir.to_path_buf(),
+        segment_bytes: cd.segment_bytes,
+        timeline: cd.timeline,
+    };
+    let groups_before = redo
+        .stats()
+        .groups
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let read = redo
+        .read_wal(&source, Lsn(u64::MAX), &Recovering)
+        .and_then(|read| redo.flush(&Recovering).map(|()| read))
+        .map_err(EngineError::Redo)?;
+    if redo.open_group() {
         tracing::warn!(
-            at = %group[0].0, records = group.len(),
+            at = %redo.complete().0,
             "discarding an incomplete transaction at the end of the WAL"
         );
     }
-    if let Some(reason) = reader.end_reason() {
-        tracing::info!(at = %end.next, reason = ?reason, "end of WAL");
-    }
-    Ok(end)
+    let (next, prev) = redo.complete();
+    redo.rewind((next, prev));
+    tracing::info!(at = %next, reason = ?read.ended, "end of WAL");
+    Ok(RecoveryEnd {
+        next,
+        prev,
+        groups: redo
+            .stats()
+            .groups
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - groups_before,
+    })
 }
 
-/// Applies one complete group's page records.
-pub fn apply_group(
-    pool: &mut BufferPool,
-    group: &[(Lsn, OwnedRecordBytes)],
-) -> Result<(), EngineError> {
-    for (lsn, owned) in group {
-        let rec = owned.record();
-        let Some(no) = rec.page() else { continue };
-        let overwrite = matches!(rec, Record::PageImage { .. } | Record::MetaSet { .. });
-        let page = pool.get_for_redo(no, overwrite)?;
-        if redo::needs_redo(page, *lsn) {
-            redo::apply(page, *lsn, &rec).map_err(EngineError::Apply)?;
+/// fdatasync of every WAL segment from the one holding the redo point on.
+fn sync_segments_from(wal_dir: &Path, cd: &ControlData) -> Result<(), EngineError> {
+    let segs = SegmentDir::new(wal_dir, cd.segment_bytes, cd.timeline)?;
+    let first = SegmentNo::of(cd.redo_lsn, cd.segment_bytes);
+    for (segno, (_, path)) in segs.list()? {
+        if segno < first {
+            continue;
         }
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| crate::wal::segment::io_error("fdatasync", &path, e))?;
     }
     Ok(())
 }

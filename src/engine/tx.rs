@@ -14,7 +14,8 @@
 
 use std::collections::HashMap;
 
-use super::buffer_pool::{BufferPool, PoolError};
+use super::buffer_pool::PoolError;
+use super::pool::PoolGuards;
 use super::EngineError;
 use crate::ids::{Lsn, PageNo};
 use crate::page::meta::Meta;
@@ -22,8 +23,8 @@ use crate::page::{self, new_page_buf, PageBuf, PageKind};
 use crate::redo::{self, apply::image_of};
 use crate::wal::record::Record;
 
-pub struct Tx<'a> {
-    pool: &'a mut BufferPool,
+pub struct Tx<'a, 'p> {
+    pool: &'a mut PoolGuards<'p>,
     pub(super) meta: Meta,
     meta_changed: bool,
     redo_lsn: Lsn,
@@ -44,14 +45,14 @@ pub struct TxOutput {
     pub read_visible: Lsn,
 }
 
-impl<'a> Tx<'a> {
+impl<'a, 'p> Tx<'a, 'p> {
     pub fn new(
-        pool: &'a mut BufferPool,
+        pool: &'a mut PoolGuards<'p>,
         meta: Meta,
         redo_lsn: Lsn,
         start: Lsn,
         prev: Lsn,
-    ) -> Tx<'a> {
+    ) -> Tx<'a, 'p> {
         Tx {
             pool,
             meta,

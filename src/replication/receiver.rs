@@ -1,32 +1,35 @@
-//! Standby side: the WAL receiver and (serial) redo.
+//! Standby side: the WAL receiver.
 //!
 //! Runs on the `wal-receiver` thread, one compio runtime. It connects to
 //! the upstream named in `<data-dir>/upstream`, authenticates, and asks
 //! for WAL from the end of its own WAL. Every `WalData` is checked record
 //! by record against the chain, appended to the local WAL (the local
-//! flusher makes it durable through io_uring), and acknowledged at each
-//! stage with a `StandbyStatus` sent at once (received and written
-//! together right after the append when the frame asks for a receipt or
-//! let us apply something, flushed and applied together once the local
-//! flush ends and the batch is redone), so synchronous commits on the
-//! primary never wait for a timer. Complete
-//! record groups are applied once they are durable here *and* below the
-//! primary's flushed LSN that its frames carry (WAL may arrive before the
-//! primary's own flush ends; what the primary could still lose is never
-//! applied, so a reader here never sees it). A stream starts by reloading
-//! the records durable here but not yet applied. Parallel redo is its own
-//! issue; this applies serially.
+//! flusher makes it durable through io_uring), and acknowledged with a
+//! `StandbyStatus` sent at once: received and written together right after
+//! the append when the frame asks for a receipt, flushed once the local
+//! flush ends, applied whenever redo moves the applied LSN (its kick), so
+//! synchronous commits on the primary never wait for a timer.
+//!
+//! The receiver only receives, writes, flushes and acknowledges: redo runs
+//! in the redo pipeline (`redo::pipeline`, on the `redo-dispatcher` thread
+//! and its workers). Records become applicable once they are durable here
+//! *and* below the primary's flushed LSN that its frames carry (WAL may
+//! arrive before the primary's own flush ends; what the primary could
+//! still lose is never applied, so a reader here never sees it): the
+//! receiver then hands them over (`redo::feed`), never waiting for redo.
 //!
 //! Errors: a refusal with `NeedsBuild` (or another cluster's system id)
-//! stops the receiver and the node reports `needs_build`; other errors
-//! reconnect with backoff.
+//! stops the receiver and the node reports `needs_build`; so does redo
+//! stopping on an error (a fault of the data: a bad record, a page that
+//! fails its checksum), with its reason, and the receiver stops streaming
+//! instead of reconnecting. Other errors reconnect with backoff.
 //!
 //! Timelines: an upstream on a newer timeline sends its history
 //! (`TimelineSwitch`) before any WAL. If our timeline ended at or after
 //! the end of our WAL we adopt the history (history file first, then the
 //! control file) and stream on. If our WAL went past the switch but we
 //! applied nothing past it (a tail shipped before its primary crashed),
-//! we drop that tail (`Wal::truncate_to`) and follow; otherwise the node
+//! we drop that tail (`Engine::cut_wal`) and follow; otherwise the node
 //! needs a build, with the divergence LSN in INFO.
 //!
 //! Control ([`ReceiverControl`]): the thread lives as long as the node and
@@ -50,7 +53,6 @@ use super::wal_range;
 use crate::ids::Lsn;
 use crate::kick::{until_kicked, Kick};
 use crate::wal::reader::OwnedRecordBytes;
-use crate::wal::record::Record;
 use crate::wal::FlushWait;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -149,7 +151,6 @@ pub fn start(ctx: Arc<ReplContext>, core: Option<usize>) -> std::io::Result<()> 
                     received: applied,
                     written: applied,
                     flushed: applied,
-                    applied,
                     primary_flushed: applied,
                     last_error: None,
                 });
@@ -220,12 +221,10 @@ async fn stream_once(
     let _ = stream.set_nodelay(true);
     let (mut r, mut w) = conn::split(stream);
     let (mut next, mut prev) = wal.insert_position();
-    // Records durable here but not applied yet (the last stream may have
-    // ended before the primary said they were durable there).
+    // Our whole WAL is durable before we say where it ends.
     wal.wait_flushed(next)
         .await
         .map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
-    let mut durable = load_unapplied(ctx, next)?;
     let up = conn::handshake_as_standby(
         &mut r,
         &mut w,
@@ -251,22 +250,27 @@ async fn stream_once(
         s.state = LinkState::Streaming;
         s.primary_client_addr = client_addr;
         s.primary_flushed = primary_flushed;
-        // Our whole WAL is durable here (waited for above).
         s.received = next;
         s.written = next;
         s.flushed = next;
         s.last_error = None;
     });
+    // WAL of ours that the primary has made durable meanwhile becomes
+    // applicable with the first WalData or Keepalive, never before: a
+    // `TimelineSwitch` may come first and show our tail is not on the
+    // primary's timeline (the handshake's flushed LSN is on its timeline).
+    let mut redo_handoff = Handoff::default();
     // Our applied LSN at once: the primary counts us for `remote_apply`
-    // only from this status on (we may still be redoing WAL we hold).
+    // only from this status on (redo may still be behind our WAL).
     status(&mut w, ctx, false).await?;
+    let applied = ctx.engine.applied().clone();
+    let mut applied_seen = applied.kick().generation();
     // Receiving and flushing overlap: WAL that arrives while a flush is in
     // flight is appended at once and made durable by the next flush (the
     // local flusher batches it), so a standby keeps up with a primary that
     // flushes more often than one fdatasync takes here.
-    let mut group: Vec<(Lsn, OwnedRecordBytes)> = Vec::new();
-    let mut unflushed: Vec<(Lsn, OwnedRecordBytes)> = Vec::new();
     let mut written = next;
+    let mut flushed_here = next;
     type Recv = Pin<Box<dyn Future<Output = (FrameReader, Result<Message, ConnError>)>>>;
     let mut reader = Some(r);
     let mut recv: Option<Recv> = None;
@@ -278,23 +282,30 @@ async fn stream_once(
                 (r, m)
             }));
         }
-        if flush.is_none() && written > ctx.upstream.get().map_or(written, |s| s.flushed) {
+        if flush.is_none() && written > flushed_here {
             flush = Some((written, Instant::now(), wal.wait_flushed(written)));
         }
-        let event = std::future::poll_fn(|cx| {
-            if let Some(f) = recv.as_mut() {
-                if let Poll::Ready((r, m)) = f.as_mut().poll(cx) {
-                    return Poll::Ready(Event::Message(r, m));
+        let redo_moved = applied.kick().changed(applied_seen);
+        let event = {
+            let mut redo_moved = std::pin::pin!(redo_moved);
+            std::future::poll_fn(|cx| {
+                if let Some(f) = recv.as_mut() {
+                    if let Poll::Ready((r, m)) = f.as_mut().poll(cx) {
+                        return Poll::Ready(Event::Message(r, m));
+                    }
                 }
-            }
-            if let Some((_, _, f)) = flush.as_mut() {
-                if let Poll::Ready(x) = Pin::new(f).poll(cx) {
-                    return Poll::Ready(Event::Flushed(x));
+                if let Some((_, _, f)) = flush.as_mut() {
+                    if let Poll::Ready(x) = Pin::new(f).poll(cx) {
+                        return Poll::Ready(Event::Flushed(x));
+                    }
                 }
-            }
-            Poll::Pending
-        })
-        .await;
+                if redo_moved.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Applied);
+                }
+                Poll::Pending
+            })
+            .await
+        };
         match event {
             Event::Message(r, m) => {
                 recv = None;
@@ -342,20 +353,18 @@ async fn stream_once(
                             .record(t.elapsed().as_micros() as u64);
                         (next, prev) = (end, last);
                         written = end;
-                        unflushed.extend(records);
-                        // One status for received, written and whatever
-                        // this frame's flushed LSN let us apply, when the
-                        // primary asked for a receipt or we applied
-                        // something (remote_apply waits for that); else
-                        // the status after our flush answers this frame.
-                        let applied = apply_ready(ctx, &mut group, &mut durable, primary_flushed)?;
-                        if receipt || applied {
+                        redo_handoff.pending.extend(records);
+                        // What this frame's flushed LSN made applicable.
+                        redo_handoff.offer(ctx, flushed_here, primary_flushed);
+                        if receipt {
                             status(&mut w, ctx, false).await?;
                         }
                     }
                     Message::Keepalive { flushed, .. } => {
                         primary_flushed = primary_flushed.max(flushed);
-                        apply_ready(ctx, &mut group, &mut durable, primary_flushed)?;
+                        ctx.upstream
+                            .update(|s| s.primary_flushed = s.primary_flushed.max(primary_flushed));
+                        redo_handoff.offer(ctx, flushed_here, primary_flushed);
                         status(&mut w, ctx, false).await?;
                     }
                     Message::SyncRule { rule, origin } => {
@@ -376,8 +385,8 @@ async fn stream_once(
                         if let Some((to, to_prev)) = truncated {
                             (next, prev) = (to, to_prev);
                             written = to;
-                            durable = load_unapplied(ctx, next)?;
-                            group.clear();
+                            flushed_here = flushed_here.min(to);
+                            redo_handoff.pending.retain(|(lsn, _)| *lsn < to);
                             ctx.upstream.update(|s| {
                                 s.received = to;
                                 s.written = to;
@@ -398,21 +407,72 @@ async fn stream_once(
                     continue;
                 };
                 result.map_err(|e| ConnError::Io(std::io::Error::other(e.to_string())))?;
+                flushed_here = flushed_here.max(target);
                 ctx.upstream.update(|s| s.flushed = target);
                 ctx.metrics
                     .standby_flush_us
                     .record(started.elapsed().as_micros() as u64);
-                let n = unflushed.partition_point(|(lsn, _)| *lsn < target);
-                durable.extend(unflushed.drain(..n));
-                // Applying before the status costs the flushed ack a few
-                // microseconds (serial redo of one batch) and saves a
-                // second status frame per batch on both nodes' CPUs.
-                apply_ready(ctx, &mut group, &mut durable, primary_flushed)?;
+                redo_handoff.offer(ctx, flushed_here, primary_flushed);
+                status(&mut w, ctx, false).await?;
+            }
+            Event::Applied => {
+                applied_seen = applied.kick().generation();
+                if let Some(e) = ctx.engine.redo_fault() {
+                    return Err(ConnError::Refused {
+                        code: RefuseCode::NeedsBuild,
+                        message: format!("redo failed: {e}"),
+                    });
+                }
+                redo_handoff.applied(ctx, applied.lsn());
                 status(&mut w, ctx, false).await?;
             }
         }
     }
 }
+
+/// Records written here that redo may not apply yet (not durable here, or
+/// past the primary's flushed LSN), and when earlier ones were handed to
+/// redo (for the apply-latency histogram).
+#[derive(Default)]
+struct Handoff {
+    pending: Vec<(Lsn, OwnedRecordBytes)>,
+    offered: std::collections::VecDeque<(Lsn, Instant)>,
+}
+
+impl Handoff {
+    /// Hands redo every pending record that ends at or before both our
+    /// durable end and the primary's.
+    fn offer(&mut self, ctx: &ReplContext, flushed_here: Lsn, primary_flushed: Lsn) {
+        let safe = flushed_here.min(primary_flushed);
+        let n = self
+            .pending
+            .partition_point(|(lsn, r)| lsn.add(r.bytes().len() as u64) <= safe);
+        let ready: Vec<_> = self.pending.drain(..n).collect();
+        if let Some((lsn, r)) = ready.last() {
+            if self.offered.len() < OFFERED_MAX {
+                self.offered
+                    .push_back((lsn.add(r.bytes().len() as u64), Instant::now()));
+            }
+        }
+        ctx.engine.redo_feed().offer(ready, safe);
+    }
+
+    /// Redo applied up to `applied`: times the hand-offs it covers.
+    fn applied(&mut self, ctx: &ReplContext, applied: Lsn) {
+        while let Some(&(end, at)) = self.offered.front() {
+            if end > applied {
+                break;
+            }
+            ctx.metrics
+                .standby_apply_us
+                .record(at.elapsed().as_micros() as u64);
+            self.offered.pop_front();
+        }
+    }
+}
+
+/// Hand-offs remembered for the apply-latency histogram.
+const OFFERED_MAX: usize = 1024;
 
 /// After losing `upstream`: a peer that is the primary of a timeline
 /// newer than ours (a failover happened), if any answers.
@@ -429,101 +489,11 @@ async fn find_newer_primary(ctx: &ReplContext, upstream: &str) -> Option<String>
     None
 }
 
-/// Applies the durable records the primary has made durable too (below
-/// `primary_flushed`: the primary may still lose what lies past it). The
-/// caller reports the applied LSN in its next status. True when a group
-/// was applied (or aborted): the applied LSN moved.
-fn apply_ready(
-    ctx: &ReplContext,
-    group: &mut Vec<(Lsn, OwnedRecordBytes)>,
-    durable: &mut Vec<(Lsn, OwnedRecordBytes)>,
-    primary_flushed: Lsn,
-) -> Result<bool, ConnError> {
-    let n = durable.partition_point(|(lsn, _)| *lsn < primary_flushed);
-    if n == 0 {
-        return Ok(false);
-    }
-    let records: Vec<_> = durable.drain(..n).collect();
-    let t = Instant::now();
-    let applied = apply(ctx, group, records)?;
-    ctx.metrics
-        .standby_apply_us
-        .record(t.elapsed().as_micros() as u64);
-    ctx.upstream
-        .update(|s| s.primary_flushed = s.primary_flushed.max(primary_flushed));
-    Ok(applied)
-}
-
-/// The records of the local WAL from the applied position to `end` (all
-/// durable: the caller waited for them).
-fn load_unapplied(ctx: &ReplContext, end: Lsn) -> Result<Vec<(Lsn, OwnedRecordBytes)>, ConnError> {
-    let engine = &ctx.engine;
-    let (from, from_prev) = engine.applied_position();
-    let mut out = Vec::new();
-    if from >= end {
-        return Ok(out);
-    }
-    let io = |e: crate::wal::WalError| ConnError::Io(std::io::Error::other(e.to_string()));
-    let mut reader = crate::wal::reader::WalReader::open(
-        &ctx.wal_dir,
-        engine.wal().config().segment_bytes,
-        engine.timeline(),
-        from,
-        from_prev,
-    )
-    .map_err(io)?;
-    while let Some((lsn, rec)) = reader.next().map_err(io)? {
-        if lsn >= end {
-            break;
-        }
-        out.push((lsn, rec));
-    }
-    Ok(out)
-}
-
 enum Event {
     Message(FrameReader, Result<Message, ConnError>),
     Flushed(Result<(), crate::wal::WalError>),
-}
-
-/// Applies every complete group among `records` (with the pending partial
-/// group carried over from earlier chunks). True when any group ended.
-fn apply(
-    ctx: &ReplContext,
-    group: &mut Vec<(Lsn, OwnedRecordBytes)>,
-    records: Vec<(Lsn, OwnedRecordBytes)>,
-) -> Result<bool, ConnError> {
-    let mut ended = false;
-    for (lsn, rec) in records {
-        let record = rec.record();
-        let (is_commit, is_abort) = (
-            matches!(record, Record::Commit { .. }),
-            matches!(record, Record::Abort),
-        );
-        let len = rec.bytes().len() as u64;
-        if is_abort {
-            // Ends the group without applying it (see wal::record).
-            group.clear();
-            let end = lsn.add(len);
-            ctx.engine
-                .apply_group(&[], end, lsn)
-                .map_err(|e| ConnError::Io(std::io::Error::other(format!("redo failed: {e}"))))?;
-            ctx.upstream.update(|s| s.applied = end);
-            ended = true;
-            continue;
-        }
-        group.push((lsn, rec));
-        if is_commit {
-            let end = lsn.add(len);
-            ctx.engine
-                .apply_group(group, end, lsn)
-                .map_err(|e| ConnError::Io(std::io::Error::other(format!("redo failed: {e}"))))?;
-            group.clear();
-            ctx.upstream.update(|s| s.applied = end);
-            ended = true;
-        }
-    }
-    Ok(ended)
+    /// Redo moved the applied LSN (or stopped).
+    Applied,
 }
 
 /// Test knob (a fault a process cannot provoke from outside): with
@@ -565,7 +535,7 @@ async fn status(
         received: s.received,
         written: s.written,
         flushed: s.flushed,
-        applied: s.applied,
+        applied: ctx.engine.applied_lsn(),
         time_us: now_us(),
         reply_requested,
     })

@@ -342,11 +342,11 @@ pub fn adopt_timeline(
     let mut decision = follow_decision(&ours, our_end, &theirs);
     let mut truncated = None;
     if let Follow::Diverged { at } = decision {
+        // Redo applies what it was handed first, so the applied LSN below
+        // is final: nothing handed over is applied after the cut.
+        ctx.engine.redo_feed().drain();
         if let Some(prev) = unapplied_boundary(ctx, at, our_end) {
-            ctx.engine
-                .wal()
-                .truncate_to(at, prev)
-                .map_err(EngineError::from)?;
+            ctx.engine.cut_wal(at, prev)?;
             truncated = Some((at, prev));
             decision = follow_decision(&ours, at, &theirs);
         }

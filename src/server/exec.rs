@@ -31,7 +31,7 @@ pub fn is_data_command(cmd: &Command<'_>) -> bool {
 
 /// Runs one data command in `tx`, appending its reply to `out`.
 pub fn run(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx<'_, '_>,
     cmd: &Command<'_>,
     out: &mut Vec<u8>,
     proto: Protocol,

@@ -1,0 +1,169 @@
+//! The engine's buffer pool: shards of [`BufferPool`], page `n` in shard
+//! `n % shards`, each shard behind its own mutex with its own data-file
+//! handle and an equal share of the frames.
+//!
+//! Why shards: parallel redo (`redo::pipeline`) gives page `n` to worker
+//! `n % workers`, and there are as many shards as workers, so each worker
+//! changes pages of its own shard only and the workers never contend.
+//!
+//! Who locks what (the lock order is gate, engine state, shards):
+//! - a transaction (primary writes, and every read) holds the engine lock
+//!   and takes the shards it touches through [`PoolGuards`], keeping them
+//!   to its end: only one transaction runs at a time, so this never waits
+//!   on another transaction;
+//! - a redo worker takes only its own shard, while the redo dispatcher
+//!   holds the redo gate exclusively (no transaction or checkpoint runs
+//!   then: they hold the gate shared);
+//! - a checkpoint takes the gate shared, the engine lock, then shards one
+//!   at a time.
+
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use super::buffer_pool::{BufferPool, FlushTo, PoolError, PoolStats};
+use super::data_file::{DataFile, DataFileError};
+use crate::ids::{Lsn, PageNo};
+use crate::page::PageBuf;
+
+pub struct Pool {
+    shards: Vec<Mutex<BufferPool>>,
+    stats: Arc<PoolStats>,
+}
+
+impl Pool {
+    /// `frames_total` frames split over `shards` shards (each gets at
+    /// least 16), each with its own handle on `file`.
+    pub fn new(
+        file: DataFile,
+        frames_total: usize,
+        shards: usize,
+        flush_to: FlushTo,
+    ) -> Result<Pool, DataFileError> {
+        assert!(shards >= 1, "a pool needs a shard");
+        let stats = Arc::new(PoolStats::default());
+        let per_shard = (frames_total / shards).max(16);
+        let mut handles = Vec::with_capacity(shards);
+        for _ in 1..shards {
+            handles.push(file.another_handle()?);
+        }
+        handles.insert(0, file);
+        let shards = handles
+            .into_iter()
+            .map(|f| {
+                Mutex::new(BufferPool::new(
+                    f,
+                    per_shard,
+                    flush_to.clone(),
+                    stats.clone(),
+                ))
+            })
+            .collect();
+        Ok(Pool { shards, stats })
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn shard_of(&self, no: PageNo) -> usize {
+        no.0 as usize % self.shards.len()
+    }
+
+    /// Shard `i`, for its redo worker.
+    pub fn shard(&self, i: usize) -> &Mutex<BufferPool> {
+        &self.shards[i]
+    }
+
+    pub fn stats(&self) -> Arc<PoolStats> {
+        self.stats.clone()
+    }
+
+    pub fn set_flush_to(&self, flush_to: FlushTo) {
+        for s in &self.shards {
+            s.lock().set_flush_to(flush_to.clone());
+        }
+    }
+
+    /// Lazily taken shard locks for one transaction.
+    pub fn guards(&self) -> PoolGuards<'_> {
+        PoolGuards {
+            pool: self,
+            held: (0..self.shards.len()).map(|_| None).collect(),
+        }
+    }
+
+    /// Pages dirty now, for a checkpoint.
+    pub fn dirty_pages(&self) -> Vec<PageNo> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.lock().dirty_pages())
+            .collect()
+    }
+
+    /// Writes back the listed pages that are still dirty, shard by shard;
+    /// returns how many were written.
+    pub fn write_dirty(&self, pages: &[PageNo]) -> Result<usize, PoolError> {
+        let mut written = 0;
+        for (i, shard) in self.shards.iter().enumerate() {
+            let mine: Vec<PageNo> = pages
+                .iter()
+                .copied()
+                .filter(|&p| self.shard_of(p) == i)
+                .collect();
+            if !mine.is_empty() {
+                written += shard.lock().write_dirty(&mine)?;
+            }
+        }
+        Ok(written)
+    }
+
+    /// fdatasync of the data file (one handle is enough: it is one file).
+    pub fn sync(&self) -> Result<(), DataFileError> {
+        self.shards[0].lock().sync()
+    }
+
+    /// The data file's sticky failure, if a sync failed.
+    pub fn file_failure(&self) -> Option<String> {
+        self.shards[0].lock().file_failure()
+    }
+}
+
+/// The shards one transaction has locked so far (see the module doc).
+pub struct PoolGuards<'a> {
+    pool: &'a Pool,
+    held: Vec<Option<MutexGuard<'a, BufferPool>>>,
+}
+
+impl<'a> PoolGuards<'a> {
+    fn shard(&mut self, no: PageNo) -> &mut BufferPool {
+        let pool = self.pool;
+        let i = pool.shard_of(no);
+        self.held[i].get_or_insert_with(|| pool.shards[i].lock())
+    }
+
+    /// The page for redo (see [`BufferPool::get_for_redo`]).
+    pub fn get_for_redo(&mut self, no: PageNo, overwrite: bool) -> Result<&mut PageBuf, PoolError> {
+        self.shard(no).get_for_redo(no, overwrite)
+    }
+
+    /// The page and the LSN a reader of it must wait for.
+    pub fn get(&mut self, no: PageNo) -> Result<(&PageBuf, Lsn), PoolError> {
+        self.shard(no).get(no)
+    }
+
+    /// Replaces the page's content with a transaction's new version.
+    pub fn install(
+        &mut self,
+        no: PageNo,
+        buf: &PageBuf,
+        visible_lsn: Lsn,
+    ) -> Result<(), PoolError> {
+        self.shard(no).install(no, buf, visible_lsn)
+    }
+
+    /// Makes sure pages `[0, pages)` have disk space.
+    pub fn ensure_pages(&mut self, pages: u32) -> Result<(), DataFileError> {
+        self.shard(PageNo(0)).ensure_pages(pages)
+    }
+}

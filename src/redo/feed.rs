@@ -1,0 +1,120 @@
+//! The hand-off from a standby's WAL receiver to its redo dispatcher.
+//!
+//! The receiver only receives, writes, flushes and acknowledges WAL. Once
+//! records are durable here and below the primary's flushed LSN (what the
+//! primary could still lose is never applied), it raises the `safe` mark
+//! and offers the records ([`Feed::offer`]). The dispatcher applies every
+//! record that ends at or before `safe`: from the offered records when
+//! they are queued, else read back from the segment files. So the
+//! receiver never waits for redo: when redo falls behind by more than
+//! `limits::REDO_FEED_BYTES_MAX` of queued records, the receiver stops
+//! queueing and the dispatcher catches up from the files (the queue's
+//! memory is bounded, the backlog is not).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use crate::config::limits::REDO_FEED_BYTES_MAX;
+use crate::ids::Lsn;
+use crate::wal::reader::OwnedRecordBytes;
+
+/// Messages from the receiver (and role changes) to the dispatcher.
+pub enum FeedMsg {
+    /// Records in WAL order, all ending at or before the `safe` mark;
+    /// `bytes` is their size (returned to the queue budget when taken).
+    Records {
+        records: Vec<(Lsn, OwnedRecordBytes)>,
+        bytes: u64,
+    },
+    /// The `safe` mark moved (records were not queued).
+    Safe,
+    /// Apply everything up to the `safe` mark, then answer.
+    Drain(Sender<()>),
+}
+
+/// Queued messages at most (each is small or counted in bytes).
+const FEED_MESSAGES_MAX: usize = 4096;
+
+pub struct Feed {
+    tx: Sender<FeedMsg>,
+    rx: Receiver<FeedMsg>,
+    queued_bytes: AtomicU64,
+    safe: AtomicU64,
+}
+
+impl Feed {
+    pub fn new(safe: Lsn) -> Feed {
+        let (tx, rx) = bounded(FEED_MESSAGES_MAX);
+        Feed {
+            tx,
+            rx,
+            queued_bytes: AtomicU64::new(0),
+            safe: AtomicU64::new(safe.0),
+        }
+    }
+
+    /// The end of the WAL redo may apply.
+    pub fn safe(&self) -> Lsn {
+        Lsn(self.safe.load(Ordering::Acquire))
+    }
+
+    /// Receiver: `records` became applicable and `safe` is the new mark
+    /// (the end of the last of them, or later). Never blocks.
+    pub fn offer(&self, records: Vec<(Lsn, OwnedRecordBytes)>, safe: Lsn) {
+        let old = self.safe.fetch_max(safe.0, Ordering::AcqRel);
+        let bytes: u64 = records.iter().map(|(_, r)| r.bytes().len() as u64).sum();
+        let queued = self.queued_bytes.load(Ordering::Acquire);
+        let msg = if !records.is_empty() && queued + bytes <= REDO_FEED_BYTES_MAX {
+            self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+            FeedMsg::Records { records, bytes }
+        } else if safe.0 > old {
+            FeedMsg::Safe
+        } else {
+            return;
+        };
+        if let Err(TrySendError::Full(FeedMsg::Records { bytes, .. })) = self.tx.try_send(msg) {
+            // The dispatcher is far behind: it reads these from the files.
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+
+    /// Receiver: the `safe` mark moved with no new records (the primary's
+    /// flush caught up with WAL already here).
+    pub fn set_safe(&self, safe: Lsn) {
+        self.offer(Vec::new(), safe);
+    }
+
+    /// Receiver: the WAL was cut at `to` (a timeline switch dropped a
+    /// tail this node never applied): nothing past it is safe any more.
+    pub fn lower_safe(&self, to: Lsn) {
+        self.safe.fetch_min(to.0, Ordering::AcqRel);
+    }
+
+    /// Blocks until the dispatcher applied everything up to the `safe`
+    /// mark as it is now (or stopped on an error).
+    pub fn drain(&self) {
+        let (ack_tx, ack_rx) = bounded(1);
+        if self.tx.send(FeedMsg::Drain(ack_tx)).is_ok() {
+            let _ = ack_rx.recv();
+        }
+    }
+
+    /// Dispatcher: the next message, waiting up to `timeout`.
+    pub(crate) fn next(&self, timeout: std::time::Duration) -> Option<FeedMsg> {
+        let msg = self.rx.recv_timeout(timeout).ok()?;
+        if let FeedMsg::Records { bytes, .. } = &msg {
+            self.queued_bytes.fetch_sub(*bytes, Ordering::AcqRel);
+        }
+        Some(msg)
+    }
+
+    /// Dispatcher: a queued message, if any.
+    pub(crate) fn try_next(&self) -> Option<FeedMsg> {
+        let msg = self.rx.try_recv().ok()?;
+        if let FeedMsg::Records { bytes, .. } = &msg {
+            self.queued_bytes.fetch_sub(*bytes, Ordering::AcqRel);
+        }
+        Some(msg)
+    }
+}
