@@ -90,17 +90,20 @@
 #                cargo build --release, then its target dir)
 #   PGBIN        PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
 #   KEEP_WORK=1  keep the temp dir (logs, samples) for a post-mortem
-# The pg parts need root (PostgreSQL runs as 'postgres' through runuser /
-# setpriv) and install postgresql with apt-get when it is missing.
+# tandem and tandem-bench are copied into the temp dir at the start (a
+# rebuild in the tree during the run must not mix builds); the report names
+# the commit and the binary's build time. The pg parts need root (PostgreSQL
+# runs as 'postgres' through runuser / setpriv) and install postgresql with
+# apt-get when it is missing.
 #
 # Examples:
-#   perf/compare-redo.sh                                   # all, ~35 min (*)
+#   perf/compare-redo.sh                                   # all, 20-35 min (*)
 #   SECTIONS=catchup WORKERS="1 2 4" perf/compare-redo.sh  # catch-up only
 #   SCALE=2 STOP_SECS=5 RECOVERY_MB=200 perf/compare-redo.sh
 #   SMOKE=1 perf/compare-redo.sh                           # tandem only, ~10 s
-# (*) on the 2-core dev VM, ~25 min of it PostgreSQL's load to 1000 MiB: after
+# (*) on the 2-core dev VM, most of it PostgreSQL's load to 1000 MiB: after
 # the first seconds (full-page images) pgbench -c 64 at scale 10 writes only
-# ~0.8 MiB/s of WAL there; SCALE=2 STOP_SECS=5 RECOVERY_MB=200 takes ~6 min.
+# ~0.7-0.9 MiB/s of WAL there; SCALE=2 STOP_SECS=5 RECOVERY_MB=200 takes ~6 min.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -201,6 +204,18 @@ fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/compare-redo.XXXXXX")"
 chmod 755 "$WORK" # the postgres user must reach its dirs below
+# Which tandem this measures, taken now (the tree may change during the run).
+BUILD_INFO="tandem $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+if ! git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null; then BUILD_INFO+=" (+ uncommitted src changes)"; fi
+if has_system tandem; then
+    BUILD_INFO+=", binary of $(date -u -r "$TANDEM" '+%Y-%m-%d %H:%M:%S UTC')"
+    # A private copy: a rebuild in the tree during the run (cargo replaces
+    # target/release/tandem) must not mix two builds in one report.
+    mkdir "$WORK/bin"
+    cp "$TANDEM" "$BENCH" "$WORK/bin/"
+    TANDEM="$WORK/bin/tandem"
+    BENCH="$WORK/bin/tandem-bench"
+fi
 if [[ -z "${OUT:-}" && "${SMOKE:-0}" != 1 ]]; then OUT="$ROOT/perf/results/compare-redo-$DATE.md"; fi
 if [[ -n "${OUT:-}" ]]; then mkdir -p "$(dirname "$OUT")"; fi
 CATCHUP_CSV="$WORK/catchup.csv"   # system,w,transactions,tps,backlog_bytes,recv_s,flush_s,apply_s
@@ -499,7 +514,7 @@ load_until_tandem() {
 
 recovery_tandem() {
     local p r pid conf base base2 crash_b dir="$WORK/rc-t" img="$WORK/rc-t.crash" run w
-    local t0 t1 line from to ms ckpts
+    local t0 t1 line from to ms used ckpts
     next_port; p=$PORT
     next_port; r=$PORT
     conf="$WORK/rc-t.toml"
@@ -558,6 +573,11 @@ recovery_tandem() {
         to=$(sed -n 's/.* to=\([0-9]*\).*/\1/p' <<<"$line")
         ms=$(sed -n 's/.* ms=\([0-9]*\).*/\1/p' <<<"$line")
         [[ -n "$from" && -n "$to" && -n "$ms" ]] || die "cannot parse: $line"
+        # Builds with parallel redo name the workers they used.
+        used=$(sed -n 's/.* workers=\([0-9]*\).*/\1/p' <<<"$line")
+        if [[ -n "$used" && "$used" != "$w" ]]; then
+            echo "tandem recovery W=$w: its log says workers=$used" >>"$NOTES"
+        fi
         log "recovery tandem W=$w: $(((to - from) / MIB)) MiB redone, redo ${ms} ms, start to PING $(secs_between "$t0" "$t1") s"
         echo "tandem,$w,$LOAD_TX,$((to - from)),$(secs_between "$t0" "$t1"),$(awk -v m="$ms" 'BEGIN { printf "%.3f", m / 1000 }'),,$crash_b" >>"$RECOVERY_CSV"
         stop_tandem "$pid" KILL
@@ -802,7 +822,7 @@ report() {
     echo "# Redo speed, tandem vs PostgreSQL 15, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "Host: $(nproc) cores, $(uname -r), $(df -PT "$WORK" | awk 'NR == 2 { print $2 }') on $(df -P "$WORK" | awk 'NR == 2 { print $1 }');" \
-        "tandem $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (+ uncommitted src changes)')."
+        "$BUILD_INFO."
     echo "Command: \`SECTIONS=$SECTIONS SYSTEMS=$SYSTEMS WORKERS=\"$WORKERS\" SCALE=$SCALE STOP_SECS=$STOP_SECS RECOVERY_MB=$RECOVERY_MB${SMOKE:+ SMOKE=$SMOKE} perf/compare-redo.sh\` ($ELAPSED s)."
     echo "Servers and load generators share the same $(nproc) cores; the machine is shared, so"
     echo "compare ratios within this run, not absolute figures across runs. MiB = 2^20 bytes."

@@ -237,10 +237,15 @@ pub mod limits {
     pub const SESSION_POLL_US_DEFAULT: u64 = 300;
     /// SCAN cursors remembered per connection.
     pub const SCAN_CURSORS_MAX: usize = 64;
-    /// Most redo workers a node runs (each owns a buffer-pool shard).
-    pub const REDO_WORKERS_MAX: usize = 64;
+    /// Most redo workers a node runs (each takes at least one page slice
+    /// of a batch, so more than `POOL_SHARDS` would idle).
+    pub const REDO_WORKERS_MAX: usize = POOL_SHARDS;
     /// Default redo workers: one per core, up to this many.
     pub const REDO_WORKERS_DEFAULT_MAX: usize = 8;
+    /// Shards of the buffer pool, which are also the page slices redo
+    /// hands to its workers (`redo::assembler`, `redo::dispatcher`): enough
+    /// that a batch's hot pages spread over the workers.
+    pub const POOL_SHARDS: usize = 16;
     /// A redo batch (what readers on a standby wait for at most, and the
     /// unit between two barriers of the workers) covers at most this much
     /// WAL or this many page records (`redo::dispatcher`). See
@@ -263,7 +268,7 @@ fn recovery_redo_workers(value: Option<usize>, cores: usize) -> Result<usize, Co
         Some(n) => Err(ConfigError::Invalid {
             key: "recovery_redo_workers",
             value: n.to_string(),
-            reason: "1 (serial) to 64 workers",
+            reason: "1 (serial) to 16 workers",
         }),
     }
 }

@@ -41,6 +41,23 @@ enum Cmd {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Redo throughput: crash recovery of a stopped node's data directory
+    /// (copied for each run) with each worker count.
+    RedoBench {
+        /// A stopped node's data directory with WAL past its checkpoint.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Worker counts to run (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        workers: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 1 << 30)]
+        buffer_pool_bytes: u64,
+        /// Print one JSON object per run instead of a line of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -172,6 +189,13 @@ fn main() -> ExitCode {
         Cmd::Node(args) => node(*args),
         Cmd::Build(args) => build(args),
         Cmd::VerifyPages { data_dir } => verify(data_dir),
+        Cmd::RedoBench {
+            data_dir,
+            workers,
+            runs,
+            buffer_pool_bytes,
+            json,
+        } => redo_bench(data_dir, workers, runs, buffer_pool_bytes, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -219,6 +243,59 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         summary.end,
         args.data_dir.display()
     );
+    Ok(())
+}
+
+fn redo_bench(
+    data_dir: PathBuf,
+    workers: Vec<usize>,
+    runs: usize,
+    buffer_pool_bytes: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let core_list: Vec<usize> = (0..cores).collect();
+    tandem::redo::bench::run(
+        &data_dir,
+        &workers,
+        runs,
+        buffer_pool_bytes,
+        &core_list,
+        |r| {
+            let rep = &r.report;
+            let mb = rep.to.bytes_since(rep.from) as f64 / 1e6;
+            let secs = rep.seconds.max(1e-9);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "workers": r.workers, "run": r.run, "wal_mb": mb, "seconds": rep.seconds,
+                        "mb_per_s": mb / secs, "records_per_s": rep.records as f64 / secs,
+                        "groups_per_s": rep.groups as f64 / secs, "records": rep.records,
+                        "groups": rep.groups, "worker_records": rep.worker_records,
+                        "worker_busy_seconds": rep.worker_busy_seconds,
+                    })
+                );
+            } else {
+                let busy: Vec<String> = rep
+                    .worker_busy_seconds
+                    .iter()
+                    .zip(&rep.worker_records)
+                    .map(|(b, n)| format!("{n} rec {:.0}%", 100.0 * b / secs))
+                    .collect();
+                println!(
+                "workers={} run={} wal={mb:.1} MB in {:.3} s: {:.1} MB/s, {:.0} records/s, {:.0} transactions/s; per worker: {}",
+                r.workers,
+                r.run,
+                rep.seconds,
+                mb / secs,
+                rep.records as f64 / secs,
+                rep.groups as f64 / secs,
+                busy.join(", ")
+            );
+            }
+        },
+    )?;
     Ok(())
 }
 

@@ -157,6 +157,39 @@ impl std::fmt::Display for WriteBlock {
     }
 }
 
+/// What crash recovery did when the engine opened: for the log, the
+/// redo benchmark (`tandem redo-bench`) and INFO.
+#[derive(Clone, Debug)]
+pub struct RecoveryReport {
+    pub from: Lsn,
+    pub to: Lsn,
+    pub groups: u64,
+    pub records: u64,
+    pub seconds: f64,
+    /// Per redo worker: page records applied and time busy applying them.
+    pub worker_records: Vec<u64>,
+    pub worker_busy_seconds: Vec<f64>,
+}
+
+impl RecoveryReport {
+    fn of(redo: &Redo, from: Lsn, end: recovery::RecoveryEnd, took: std::time::Duration) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let workers = redo.worker_stats();
+        RecoveryReport {
+            from,
+            to: end.next,
+            groups: end.groups,
+            records: redo.stats().records.load(Relaxed),
+            seconds: took.as_secs_f64(),
+            worker_records: workers.iter().map(|w| w.records.load(Relaxed)).collect(),
+            worker_busy_seconds: workers
+                .iter()
+                .map(|w| w.busy_ns.load(Relaxed) as f64 / 1e9)
+                .collect(),
+        }
+    }
+}
+
 /// What a standby found when it replayed the rest of its WAL to promote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplayEnd {
@@ -214,6 +247,8 @@ pub struct Engine {
     /// Why redo stopped for good (`redo::pipeline`, "Errors"): every
     /// transaction is refused from then on.
     redo_fault: Mutex<Option<RedoError>>,
+    /// What crash recovery did at this start.
+    recovery_report: RecoveryReport,
     control: Mutex<ControlFile>,
     wal: Arc<Wal>,
     pool_stats: Arc<PoolStats>,
@@ -292,7 +327,6 @@ impl Engine {
         let pool = Arc::new(Pool::new(
             file,
             cfg.buffer_pool_pages,
-            workers,
             Arc::new(|_| Ok(Lsn(u64::MAX))),
         )?);
         let redo_cores = cfg.redo_cores.clone();
@@ -308,6 +342,7 @@ impl Engine {
         let mut redo = Redo::new(redo_workers, (cd.redo_lsn, cd.redo_prev));
         let started = Instant::now();
         let end = recovery::redo(&mut redo, &wal_dir, &cd)?;
+        let recovery_report = RecoveryReport::of(&redo, cd.redo_lsn, end, started.elapsed());
         tracing::info!(
             from = %cd.redo_lsn, to = %end.next, groups = end.groups, workers,
             ms = started.elapsed().as_millis() as u64, "recovery done"
@@ -347,6 +382,7 @@ impl Engine {
             redo: Mutex::new(redo),
             feed: Arc::new(Feed::new(end.next)),
             redo_fault: Mutex::new(None),
+            recovery_report,
             state: Mutex::new(State {
                 meta: meta.unwrap_or(Meta {
                     root: PageNo::NONE,
@@ -490,6 +526,11 @@ impl Engine {
     /// Why redo stopped, if it did (the node then needs a build).
     pub fn redo_fault(&self) -> Option<RedoError> {
         self.redo_fault.lock().clone()
+    }
+
+    /// What crash recovery did at this start.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery_report
     }
 
     /// Redo totals and the recent rate.

@@ -1,10 +1,11 @@
-//! The engine's buffer pool: shards of [`BufferPool`], page `n` in shard
-//! `n % shards`, each shard behind its own mutex with its own data-file
-//! handle and an equal share of the frames.
+//! The engine's buffer pool: `limits::POOL_SHARDS` shards of
+//! [`BufferPool`], page `n` in shard `redo::assembler::slice_of(n)`, each
+//! behind its own mutex with its own data-file handle and an equal share
+//! of the frames.
 //!
-//! Why shards: parallel redo (`redo::pipeline`) gives page `n` to worker
-//! `n % workers`, and there are as many shards as workers, so each worker
-//! changes pages of its own shard only and the workers never contend.
+//! Why shards: parallel redo (`redo::dispatcher`) gives each page slice of
+//! a batch to one worker, and a slice is a shard, so the workers of a
+//! batch change disjoint shards and never contend.
 //!
 //! Who locks what (the lock order is gate, engine state, shards):
 //! - a transaction (primary writes, and every read) holds the engine lock
@@ -32,15 +33,14 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// `frames_total` frames split over `shards` shards (each gets at
-    /// least 16), each with its own handle on `file`.
+    /// `frames_total` frames split over the shards (each gets at least
+    /// 16), each with its own handle on `file`.
     pub fn new(
         file: DataFile,
         frames_total: usize,
-        shards: usize,
         flush_to: FlushTo,
     ) -> Result<Pool, DataFileError> {
-        assert!(shards >= 1, "a pool needs a shard");
+        let shards = crate::redo::assembler::SLICES;
         let stats = Arc::new(PoolStats::default());
         let per_shard = (frames_total / shards).max(16);
         let mut handles = Vec::with_capacity(shards);
@@ -67,7 +67,8 @@ impl Pool {
     }
 
     pub fn shard_of(&self, no: PageNo) -> usize {
-        no.0 as usize % self.shards.len()
+        debug_assert_eq!(self.shards.len(), crate::redo::assembler::SLICES);
+        crate::redo::assembler::slice_of(no)
     }
 
     /// Shard `i`, for its redo worker.

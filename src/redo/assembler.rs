@@ -1,146 +1,243 @@
-//! Record groups from a stream of WAL records: the one place that decides
-//! what a complete transaction is (crash recovery, a standby's streaming
-//! redo, the replay before a promotion and the first start after a build
-//! all go through it).
+//! Record groups from WAL bytes: the one place that decides what a
+//! complete transaction is (crash recovery, a standby's streaming redo,
+//! the replay before a promotion and the first start after a build all
+//! go through it).
 //!
 //! A group is the page records of one transaction followed by its
-//! `Commit`; an `Abort` ends a group without it being applied (a
-//! promotion writes one where the WAL it received ended inside a group).
-//! Records of an unfinished group stay here until its end arrives, so redo
+//! `Commit`; an `Abort` ends a group that must not be applied (a promotion
+//! writes one where the WAL it received ended inside a group). The
+//! assembler walks record headers only (the bytes were validated when
+//! they were read or received) and keeps, for the complete groups since
+//! the last batch was cut, where they end, how many page records each
+//! page slice got (for the dispatcher's balance), whether the meta page
+//! changed, and the byte ranges of aborted groups (never applied). The
+//! unfinished group at the end stays open until its end arrives, so redo
 //! never sees half a transaction. Pure: no I/O.
 
-use crate::ids::Lsn;
-use crate::wal::reader::OwnedRecordBytes;
-use crate::wal::record::{Record, RecordKind};
+use std::ops::Range;
 
-/// A complete group, or an aborted one (nothing to apply, the position
-/// still moves past it).
-#[derive(Debug)]
-pub struct Group {
-    /// The page records, in WAL order (the `Commit` is not among them).
-    pub records: Vec<(Lsn, OwnedRecordBytes)>,
-    /// The LSN after the group's last record: the applied LSN once it is
-    /// applied.
+use crate::config::limits::POOL_SHARDS;
+use crate::ids::{Lsn, PageNo};
+use crate::wal::record::{self, RecordKind};
+
+/// Page slices: the buffer pool's shards, and the unit the dispatcher
+/// hands to workers.
+pub const SLICES: usize = POOL_SHARDS;
+
+/// The slice (and buffer-pool shard) of page `page`: a multiplicative
+/// hash, so neighbouring pages (a table's leaves, allocated one after the
+/// other) spread over all slices.
+pub fn slice_of(page: PageNo) -> usize {
+    ((page.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % SLICES
+}
+
+/// What redo needs from a record's header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHead {
+    pub len: usize,
+    pub kind: RecordKind,
+    /// The page the record changes (`None`: commit, abort).
+    pub page: Option<PageNo>,
+}
+
+/// The header of the record at `bytes[off..]`. The bytes were validated
+/// (CRC, chain) when read or received: a header that does not decode
+/// here is our own bug.
+pub fn head_at(bytes: &[u8], off: usize) -> RecordHead {
+    let h = bytes
+        .get(off..)
+        .and_then(|b| record::decode_header(b).ok())
+        .unwrap_or_else(|| panic!("validated WAL has no record header at offset {off}"));
+    let kind = record::kind_of(h.kind)
+        .unwrap_or_else(|| panic!("validated WAL has an unknown record kind {}", h.kind));
+    RecordHead {
+        len: h.len as usize,
+        kind,
+        page: (!h.page.is_none()).then_some(h.page),
+    }
+}
+
+/// The complete groups taken since the last [`Assembler::take_groups`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Groups {
+    /// Offset (in the caller's buffer) just past the last complete group.
+    pub end_off: usize,
+    /// LSN just past it (the applied LSN once applied).
     pub end: Lsn,
-    /// The LSN of the group's last record (the `Commit` or `Abort`).
+    /// LSN of its last record (its `Commit` or `Abort`).
     pub last: Lsn,
-    pub aborted: bool,
-    /// A record of the group rewrites the meta page (the tree's root,
-    /// height, page count).
+    pub groups: u64,
+    /// Page records to apply (those of aborted groups not counted).
+    pub records: u64,
+    /// Page records per slice.
+    pub slices: [u64; SLICES],
+    /// A record rewrites the meta page (the tree's root, height, counts).
     pub meta_changed: bool,
+    /// Byte ranges of aborted groups: never applied.
+    pub skips: Vec<Range<usize>>,
 }
 
 #[derive(Default)]
 pub struct Assembler {
-    pending: Vec<(Lsn, OwnedRecordBytes)>,
+    /// The open group: where it starts, its page records per slice.
+    open_start: Option<usize>,
+    open_slices: [u64; SLICES],
+    open_records: u64,
+    open_meta: bool,
+    done: Groups,
 }
 
 impl Assembler {
-    /// Takes the next record of the stream; returns the group it ends.
-    pub fn push(&mut self, lsn: Lsn, rec: OwnedRecordBytes) -> Option<Group> {
-        debug_assert!(
-            self.pending.last().is_none_or(|(l, _)| *l < lsn),
-            "records out of order"
-        );
-        let end = lsn.add(rec.bytes().len() as u64);
-        let kind = rec.record().kind();
-        match kind {
-            RecordKind::Commit | RecordKind::Abort => {
-                let records = std::mem::take(&mut self.pending);
-                let aborted = kind == RecordKind::Abort;
-                let meta_changed = !aborted
-                    && records
-                        .iter()
-                        .any(|(_, r)| matches!(r.record(), Record::MetaSet { .. }));
-                Some(Group {
-                    records: if aborted { Vec::new() } else { records },
-                    end,
-                    last: lsn,
-                    aborted,
-                    meta_changed,
-                })
+    /// Takes the record at offset `off` of the caller's buffer (LSN
+    /// `lsn`), whose header is `head`. True when it ends a group.
+    pub fn push(&mut self, off: usize, lsn: Lsn, head: RecordHead) -> bool {
+        let start = *self.open_start.get_or_insert(off);
+        match (head.kind, head.page) {
+            (RecordKind::Commit, _) => {
+                let d = &mut self.done;
+                for (total, open) in d.slices.iter_mut().zip(self.open_slices) {
+                    *total += open;
+                }
+                d.records += self.open_records;
+                d.meta_changed |= self.open_meta;
+                self.end_group(off + head.len, lsn, head.len);
+                true
             }
-            _ => {
-                self.pending.push((lsn, rec));
-                None
+            (RecordKind::Abort, _) => {
+                self.done.skips.push(start..off);
+                self.end_group(off + head.len, lsn, head.len);
+                true
             }
+            (_, Some(page)) => {
+                self.open_slices[slice_of(page)] += 1;
+                self.open_records += 1;
+                self.open_meta |= head.kind == RecordKind::MetaSet;
+                false
+            }
+            (kind, None) => panic!("a {kind:?} record without a page at {lsn}"),
         }
     }
 
-    /// LSN of the first record of an unfinished group, if one is open.
-    pub fn open_group_start(&self) -> Option<Lsn> {
-        self.pending.first().map(|(l, _)| *l)
+    fn end_group(&mut self, end_off: usize, last: Lsn, len: usize) {
+        let d = &mut self.done;
+        d.end_off = end_off;
+        d.last = last;
+        d.end = last.add(len as u64);
+        d.groups += 1;
+        self.open_start = None;
+        self.open_slices = [0; SLICES];
+        self.open_records = 0;
+        self.open_meta = false;
     }
 
-    /// Records of the unfinished group.
-    pub fn open_group_records(&self) -> usize {
-        self.pending.len()
+    /// The complete groups taken so far (not yet taken by a batch).
+    pub fn groups(&self) -> &Groups {
+        &self.done
     }
 
-    /// Forgets an unfinished group (the stream is read again from an
-    /// earlier position, or it ended inside the group for good).
+    /// Takes the complete groups for a batch; offsets from then on count
+    /// from their end (the caller cuts its buffer there).
+    pub fn take_groups(&mut self) -> Groups {
+        let done = std::mem::take(&mut self.done);
+        if let Some(start) = self.open_start.as_mut() {
+            assert!(
+                *start >= done.end_off,
+                "the open group starts inside a batch"
+            );
+            *start -= done.end_off;
+        }
+        done
+    }
+
+    /// Offset of the open group's first record, if one is open.
+    pub fn open_group_start(&self) -> Option<usize> {
+        self.open_start
+    }
+
+    /// Forgets the open group and everything taken (the stream is read
+    /// again from an earlier position).
     pub fn clear(&mut self) {
-        self.pending.clear();
+        *self = Assembler::default();
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::ids::PageNo;
+    use crate::wal::record::Record;
 
-    /// Encodes `recs` as a chained stream from `start`; returns the
-    /// records with their LSNs.
-    pub(crate) fn stream(start: Lsn, recs: &[Record<'_>]) -> Vec<(Lsn, OwnedRecordBytes)> {
+    /// `recs` encoded as one chained buffer starting at `start`; the LSN
+    /// of each record.
+    pub(crate) fn encode(start: Lsn, recs: &[Record<'_>]) -> (Vec<u8>, Vec<Lsn>) {
         let mut out = Vec::new();
-        let (mut lsn, mut prev) = (start, Lsn::ZERO);
+        let mut lsns = Vec::new();
+        let mut prev = Lsn::ZERO;
         for r in recs {
-            let mut bytes = Vec::new();
-            r.encode_into(prev, &mut bytes);
-            let len = bytes.len() as u64;
-            out.push((lsn, OwnedRecordBytes::validated(bytes, prev).unwrap()));
+            let lsn = start.add(out.len() as u64);
+            r.encode_into(prev, &mut out);
+            lsns.push(lsn);
             prev = lsn;
-            lsn = lsn.add(len);
         }
-        out
+        (out, lsns)
+    }
+
+    pub(crate) fn del(p: u32) -> Record<'static> {
+        Record::LeafDelete {
+            page: PageNo(p),
+            key: b"k",
+        }
+    }
+
+    pub(crate) fn push_all(a: &mut Assembler, bytes: &[u8], start: Lsn) {
+        let mut off = 0;
+        while off < bytes.len() {
+            let h = head_at(bytes, off);
+            a.push(off, start.add(off as u64), h);
+            off += h.len;
+        }
     }
 
     #[test]
-    fn groups_end_at_commits_and_aborts_and_an_open_group_waits() {
-        let put = |p: u32| Record::LeafDelete {
-            page: PageNo(p),
-            key: b"k",
-        };
-        let recs = stream(
+    fn groups_end_at_commits_aborts_are_skipped_and_an_open_group_waits() {
+        let commit = Record::Commit { commit_time_us: 1 };
+        let (bytes, lsns) = encode(
             Lsn(16),
             &[
-                put(1),
-                put(2),
-                Record::Commit { commit_time_us: 1 },
-                put(3),
+                del(1),
+                del(2),
+                commit.clone(),
+                del(3),
                 Record::Abort,
-                put(4),
+                del(4),
             ],
         );
-        let ends: Vec<Lsn> = recs
-            .iter()
-            .map(|(l, r)| l.add(r.bytes().len() as u64))
-            .collect();
         let mut a = Assembler::default();
-        let mut out = Vec::new();
-        for (lsn, r) in recs.clone() {
-            out.extend(a.push(lsn, r));
+        push_all(&mut a, &bytes, Lsn(16));
+        let g = a.groups().clone();
+        assert_eq!(g.groups, 2);
+        assert_eq!(g.records, 2, "the aborted group's record is not counted");
+        assert_eq!(g.last, lsns[4]);
+        assert_eq!(g.end_off as u64, lsns[5].bytes_since(Lsn(16)));
+        assert_eq!(g.end, lsns[5]);
+        let off = |i: usize| lsns[i].bytes_since(Lsn(16)) as usize;
+        assert_eq!(g.skips, vec![off(3)..off(4)]);
+        assert_eq!(
+            g.slices[slice_of(PageNo(1))] + g.slices[slice_of(PageNo(2))],
+            2
+        );
+        assert_eq!(a.open_group_start(), Some(off(5)));
+        let taken = a.take_groups();
+        assert_eq!(taken, g);
+        assert_eq!(a.open_group_start(), Some(0), "offsets count from the cut");
+        assert_eq!(a.groups().groups, 0);
+    }
+
+    #[test]
+    fn slices_spread_neighbouring_pages() {
+        let mut seen = [0u32; SLICES];
+        for p in 0..(SLICES as u32 * 8) {
+            seen[slice_of(PageNo(p))] += 1;
         }
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].records.len(), 2);
-        assert!(!out[0].aborted && !out[0].meta_changed);
-        assert_eq!(out[0].end, ends[2]);
-        assert_eq!(out[0].last, recs[2].0);
-        assert!(out[1].aborted && out[1].records.is_empty());
-        assert_eq!(out[1].end, ends[4]);
-        assert_eq!(a.open_group_start(), Some(recs[5].0));
-        assert_eq!(a.open_group_records(), 1);
-        a.clear();
-        assert_eq!(a.open_group_start(), None);
+        assert!(seen.iter().all(|&n| n >= 4), "{seen:?}");
     }
 }

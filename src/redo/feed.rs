@@ -17,15 +17,16 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use crate::config::limits::REDO_FEED_BYTES_MAX;
 use crate::ids::Lsn;
-use crate::wal::reader::OwnedRecordBytes;
 
 /// Messages from the receiver (and role changes) to the dispatcher.
 pub enum FeedMsg {
-    /// Records in WAL order, all ending at or before the `safe` mark;
-    /// `bytes` is their size (returned to the queue budget when taken).
-    Records {
-        records: Vec<(Lsn, OwnedRecordBytes)>,
-        bytes: u64,
+    /// Whole validated records in WAL order, the first at `start` linking
+    /// back to `prev`, all ending at or before the `safe` mark (their size
+    /// goes back to the queue budget when taken).
+    Chunk {
+        start: Lsn,
+        prev: Lsn,
+        bytes: Vec<u8>,
     },
     /// The `safe` mark moved (records were not queued).
     Safe,
@@ -59,30 +60,32 @@ impl Feed {
         Lsn(self.safe.load(Ordering::Acquire))
     }
 
-    /// Receiver: `records` became applicable and `safe` is the new mark
-    /// (the end of the last of them, or later). Never blocks.
-    pub fn offer(&self, records: Vec<(Lsn, OwnedRecordBytes)>, safe: Lsn) {
+    /// Receiver: records `bytes` (from `start`, linking to `prev`; may be
+    /// empty) became applicable and `safe` is the new mark (their end, or
+    /// later). Never blocks.
+    pub fn offer(&self, start: Lsn, prev: Lsn, bytes: Vec<u8>, safe: Lsn) {
         let old = self.safe.fetch_max(safe.0, Ordering::AcqRel);
-        let bytes: u64 = records.iter().map(|(_, r)| r.bytes().len() as u64).sum();
+        let size = bytes.len() as u64;
         let queued = self.queued_bytes.load(Ordering::Acquire);
-        let msg = if !records.is_empty() && queued + bytes <= REDO_FEED_BYTES_MAX {
-            self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
-            FeedMsg::Records { records, bytes }
+        let msg = if size > 0 && queued + size <= REDO_FEED_BYTES_MAX {
+            self.queued_bytes.fetch_add(size, Ordering::AcqRel);
+            FeedMsg::Chunk { start, prev, bytes }
         } else if safe.0 > old {
             FeedMsg::Safe
         } else {
             return;
         };
-        if let Err(TrySendError::Full(FeedMsg::Records { bytes, .. })) = self.tx.try_send(msg) {
+        if let Err(TrySendError::Full(FeedMsg::Chunk { bytes, .. })) = self.tx.try_send(msg) {
             // The dispatcher is far behind: it reads these from the files.
-            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.queued_bytes
+                .fetch_sub(bytes.len() as u64, Ordering::AcqRel);
         }
     }
 
-    /// Receiver: the `safe` mark moved with no new records (the primary's
-    /// flush caught up with WAL already here).
+    /// Receiver or a role change: the `safe` mark moved with no records
+    /// handed over.
     pub fn set_safe(&self, safe: Lsn) {
-        self.offer(Vec::new(), safe);
+        self.offer(safe, Lsn::ZERO, Vec::new(), safe);
     }
 
     /// Receiver: the WAL was cut at `to` (a timeline switch dropped a
@@ -103,18 +106,21 @@ impl Feed {
     /// Dispatcher: the next message, waiting up to `timeout`.
     pub(crate) fn next(&self, timeout: std::time::Duration) -> Option<FeedMsg> {
         let msg = self.rx.recv_timeout(timeout).ok()?;
-        if let FeedMsg::Records { bytes, .. } = &msg {
-            self.queued_bytes.fetch_sub(*bytes, Ordering::AcqRel);
-        }
+        self.taken(&msg);
         Some(msg)
     }
 
     /// Dispatcher: a queued message, if any.
     pub(crate) fn try_next(&self) -> Option<FeedMsg> {
         let msg = self.rx.try_recv().ok()?;
-        if let FeedMsg::Records { bytes, .. } = &msg {
-            self.queued_bytes.fetch_sub(*bytes, Ordering::AcqRel);
-        }
+        self.taken(&msg);
         Some(msg)
+    }
+
+    fn taken(&self, msg: &FeedMsg) {
+        if let FeedMsg::Chunk { bytes, .. } = msg {
+            self.queued_bytes
+                .fetch_sub(bytes.len() as u64, Ordering::AcqRel);
+        }
     }
 }

@@ -20,6 +20,7 @@
 pub mod applied;
 pub mod apply;
 pub mod assembler;
+pub mod bench;
 pub mod dispatcher;
 pub mod feed;
 pub mod pipeline;

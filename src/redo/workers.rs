@@ -1,6 +1,5 @@
-//! Redo workers: threads that each apply their share of a batch to their
-//! own buffer-pool shard, pinned to the cores of the core map's
-//! `redo_workers` slot.
+//! Redo workers: threads that each apply their share of a batch, pinned
+//! to the cores of the core map's `redo_workers` slot.
 //!
 //! Worker 0 is the thread that calls [`Workers::apply`] (the redo
 //! dispatcher, or the thread running crash recovery): it applies share 0
@@ -9,19 +8,21 @@
 //! threads, not N + 1 (on the 2-core machines here a separate dispatcher
 //! thread would take a core from a worker).
 //!
-//! Each worker locks its shard for the length of its share; the
-//! dispatcher holds the redo gate exclusively meanwhile, so no reader or
-//! checkpoint wants a shard at that time (`engine::pool`).
+//! A worker locks the buffer-pool shards of the slices it was given for
+//! the batch (in slice order; the slices of two workers never overlap) and
+//! holds them for its share; the dispatcher holds the redo gate
+//! exclusively meanwhile, so no reader or checkpoint wants a shard then
+//! (`engine::pool`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use parking_lot::Mutex;
 
 use super::apply::{apply, needs_redo, ApplyError};
-use super::dispatcher::Share;
+use super::assembler::{slice_of, SLICES};
+use super::dispatcher::Batch;
 use crate::engine::buffer_pool::BufferPool;
 use crate::engine::pool::Pool;
 use crate::ids::{Lsn, PageNo};
@@ -55,34 +56,33 @@ pub struct WorkerStats {
 
 pub struct Workers {
     pool: Arc<Pool>,
-    /// Jobs of workers 1.. (index i-1 for worker i): a share and the
-    /// end of its batch.
-    jobs: Vec<Sender<(Share, Lsn)>>,
+    /// Jobs of workers 1.. (index i-1 for worker i): the batch.
+    jobs: Vec<Sender<Arc<Batch>>>,
     /// A worker's answer: the batch end it finished, or its error.
     done: Receiver<(usize, Result<Lsn, RedoError>)>,
     stats: Arc<Vec<WorkerStats>>,
 }
 
 impl Workers {
-    /// `n` workers over `pool` (which must have `n` shards); worker `i`
-    /// (for `i >= 1`) runs on a thread pinned to `core_of(i)`.
+    /// `n` workers over `pool` (its shards are the page slices); worker
+    /// `i` (for `i >= 1`) runs on a thread pinned to `core_of(i)`.
     pub fn start(
         pool: Arc<Pool>,
         n: usize,
         core_of: impl Fn(usize) -> Option<usize>,
     ) -> std::io::Result<Workers> {
-        assert!(n >= 1, "redo needs a worker");
+        assert!((1..=SLICES).contains(&n), "1 to {SLICES} redo workers");
         assert_eq!(
             pool.shard_count(),
-            n,
-            "one buffer-pool shard per redo worker"
+            SLICES,
+            "one buffer-pool shard per page slice"
         );
         let stats: Arc<Vec<WorkerStats>> =
             Arc::new((0..n).map(|_| WorkerStats::default()).collect());
         let (done_tx, done) = bounded(n);
         let mut jobs = Vec::with_capacity(n.saturating_sub(1));
         for i in 1..n {
-            let (tx, rx) = bounded::<(Share, Lsn)>(1);
+            let (tx, rx) = bounded::<Arc<Batch>>(1);
             let (pool, done_tx, stats, core) =
                 (pool.clone(), done_tx.clone(), stats.clone(), core_of(i));
             std::thread::Builder::new()
@@ -91,8 +91,11 @@ impl Workers {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core_affinity::CoreId { id: core });
                     }
-                    while let Ok((share, end)) = rx.recv() {
-                        let r = apply_share(pool.shard(i), share, &stats[i]).map(|()| end);
+                    while let Ok(batch) = rx.recv() {
+                        let r = apply_share(&pool, &batch, i, &stats[i]).map(|()| batch.end);
+                        // Before answering: the dispatcher reuses the
+                        // batch's buffer once every handle is gone.
+                        drop(batch);
                         if done_tx.send((i, r)).is_err() {
                             return;
                         }
@@ -116,33 +119,24 @@ impl Workers {
         &self.stats
     }
 
-    /// Applies every share (share `i` by worker `i`) of the batch ending
-    /// at `end` and returns once all are done: the barrier at the end of a
-    /// batch. Returns the lowest batch end the workers reported done (a
-    /// worker with an empty share is done at once). The first error wins.
-    pub fn apply(&self, shares: Vec<Share>, end: Lsn) -> Result<Lsn, RedoError> {
-        assert_eq!(shares.len(), self.count(), "one share per worker");
-        let mut shares = shares.into_iter();
-        let mine = shares.next().unwrap_or_default();
+    /// Applies the batch, worker `i` its share `i`, and returns once all
+    /// are done: the barrier at the end of a batch. Returns the lowest
+    /// batch end the workers reported done. The first error wins.
+    pub fn apply(&self, batch: Arc<Batch>) -> Result<Lsn, RedoError> {
         let mut sent = 0;
         let mut result = Ok(());
-        for (job, share) in self.jobs.iter().zip(shares) {
-            if share.is_empty() {
-                continue;
-            }
-            if job.send((share, end)).is_err() {
+        for job in &self.jobs {
+            if job.send(batch.clone()).is_err() {
                 result = Err(RedoError::WorkerGone);
                 break;
             }
             sent += 1;
         }
-        if !mine.is_empty() {
-            let r = apply_share(self.pool.shard(0), mine, &self.stats[0]);
-            if result.is_ok() {
-                result = r;
-            }
+        let r = apply_share(&self.pool, &batch, 0, &self.stats[0]);
+        if result.is_ok() {
+            result = r;
         }
-        let mut slowest = end;
+        let mut slowest = batch.end;
         for _ in 0..sent {
             match self.done.recv() {
                 Ok((_, Ok(done_through))) => slowest = slowest.min(done_through),
@@ -158,35 +152,36 @@ impl Workers {
     }
 }
 
-/// Applies one share to its shard, in WAL order. A record that replaces
-/// the whole page (an image, the meta page) does not read the page first,
-/// so a torn page on disk is repaired without being read.
-fn apply_share(
-    shard: &Mutex<BufferPool>,
-    share: Share,
-    stats: &WorkerStats,
-) -> Result<(), RedoError> {
+/// Applies worker `w`'s share of `batch`, in WAL order. A record that
+/// replaces the whole page (an image, the meta page) does not read the
+/// page first, so a torn page on disk is repaired without being read.
+fn apply_share(pool: &Pool, batch: &Batch, w: usize, stats: &WorkerStats) -> Result<(), RedoError> {
     let started = Instant::now();
-    let records = share.len() as u64;
-    let mut pool = shard.lock();
-    for (lsn, owned) in &share {
-        let rec = owned.record();
+    let mut shards: Vec<Option<parking_lot::MutexGuard<'_, BufferPool>>> = (0..SLICES)
+        .map(|s| (batch.owners[s] as usize == w).then(|| pool.shard(s).lock()))
+        .collect();
+    let mut records = 0u64;
+    for (lsn, rec) in batch.share(w) {
         let Some(page) = rec.page() else {
             continue;
         };
+        let Some(shard) = shards[slice_of(page)].as_mut() else {
+            panic!("worker {w} got a record of page {page}, whose slice it does not hold");
+        };
         let overwrite = matches!(rec, Record::PageImage { .. } | Record::MetaSet { .. });
-        let buf = pool
+        let buf = shard
             .get_for_redo(page, overwrite)
             .map_err(|e| RedoError::Page {
-                lsn: *lsn,
+                lsn,
                 page,
                 reason: e.to_string(),
             })?;
-        if needs_redo(buf, *lsn) {
-            apply(buf, *lsn, &rec).map_err(|source| RedoError::Apply { lsn: *lsn, source })?;
+        if needs_redo(buf, lsn) {
+            apply(buf, lsn, &rec).map_err(|source| RedoError::Apply { lsn, source })?;
         }
+        records += 1;
     }
-    drop(pool);
+    drop(shards);
     stats.records.fetch_add(records, Ordering::Relaxed);
     stats
         .busy_ns

@@ -52,7 +52,6 @@ use super::status::{LinkState, UpstreamStatus};
 use super::wal_range;
 use crate::ids::Lsn;
 use crate::kick::{until_kicked, Kick};
-use crate::wal::reader::OwnedRecordBytes;
 use crate::wal::FlushWait;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -325,11 +324,12 @@ async fn stream_once(
                                 got: format!("WAL at {start}, ours ends at {next}"),
                             });
                         }
-                        let (records, last) = wal_range::validate_chain(&bytes, start, prev)
-                            .map_err(|(lsn, e)| ConnError::Unexpected {
+                        let last = wal_range::validate_bytes(&bytes, start, prev).map_err(
+                            |(lsn, e)| ConnError::Unexpected {
                                 expected: "valid WAL records",
                                 got: format!("bad record at {lsn}: {e}"),
-                            })?;
+                            },
+                        )?;
                         let end = start.add(bytes.len() as u64);
                         ctx.upstream.update(|s| s.received = end);
                         if let Some(delay) = test_write_delay() {
@@ -351,9 +351,9 @@ async fn stream_once(
                         ctx.metrics
                             .standby_write_us
                             .record(t.elapsed().as_micros() as u64);
+                        redo_handoff.push(start, prev, bytes);
                         (next, prev) = (end, last);
                         written = end;
-                        redo_handoff.pending.extend(records);
                         // What this frame's flushed LSN made applicable.
                         redo_handoff.offer(ctx, flushed_here, primary_flushed);
                         if receipt {
@@ -386,7 +386,7 @@ async fn stream_once(
                             (next, prev) = (to, to_prev);
                             written = to;
                             flushed_here = flushed_here.min(to);
-                            redo_handoff.pending.retain(|(lsn, _)| *lsn < to);
+                            redo_handoff.cut(to);
                             ctx.upstream.update(|s| {
                                 s.received = to;
                                 s.written = to;
@@ -430,31 +430,101 @@ async fn stream_once(
     }
 }
 
-/// Records written here that redo may not apply yet (not durable here, or
-/// past the primary's flushed LSN), and when earlier ones were handed to
+/// WAL written here that redo may not apply yet (not durable here, or
+/// past the primary's flushed LSN), and when earlier parts were handed to
 /// redo (for the apply-latency histogram).
 #[derive(Default)]
 struct Handoff {
-    pending: Vec<(Lsn, OwnedRecordBytes)>,
+    pending: std::collections::VecDeque<Written>,
     offered: std::collections::VecDeque<(Lsn, Instant)>,
 }
 
+/// One received frame's records, of which `bytes[..handed]` went to redo.
+struct Written {
+    start: Lsn,
+    bytes: Vec<u8>,
+    handed: usize,
+    /// LSN of the record before `start + handed`.
+    prev: Lsn,
+}
+
 impl Handoff {
-    /// Hands redo every pending record that ends at or before both our
-    /// durable end and the primary's.
+    fn push(&mut self, start: Lsn, prev: Lsn, bytes: Vec<u8>) {
+        self.pending.push_back(Written {
+            start,
+            bytes,
+            handed: 0,
+            prev,
+        });
+    }
+
+    /// Hands redo every written record that ends at or before both our
+    /// durable end and the primary's (a record boundary: both are).
     fn offer(&mut self, ctx: &ReplContext, flushed_here: Lsn, primary_flushed: Lsn) {
         let safe = flushed_here.min(primary_flushed);
-        let n = self
-            .pending
-            .partition_point(|(lsn, r)| lsn.add(r.bytes().len() as u64) <= safe);
-        let ready: Vec<_> = self.pending.drain(..n).collect();
-        if let Some((lsn, r)) = ready.last() {
-            if self.offered.len() < OFFERED_MAX {
-                self.offered
-                    .push_back((lsn.add(r.bytes().len() as u64), Instant::now()));
+        let feed = ctx.engine.redo_feed();
+        let mut handed_any = false;
+        while let Some(w) = self.pending.front_mut() {
+            let from = w.start.add(w.handed as u64);
+            if from >= safe {
+                break;
             }
+            let end = w.start.add(w.bytes.len() as u64);
+            let (piece, piece_prev) = if end <= safe {
+                let Some(w) = self.pending.pop_front() else {
+                    break;
+                };
+                let mut bytes = w.bytes;
+                if w.handed > 0 {
+                    bytes.drain(..w.handed);
+                }
+                (bytes, w.prev)
+            } else {
+                // Up to the last record boundary at or before `safe`.
+                let mut off = w.handed;
+                let mut last = w.prev;
+                while off < w.bytes.len() {
+                    let len = crate::redo::assembler::head_at(&w.bytes, off).len;
+                    if w.start.add((off + len) as u64) > safe {
+                        break;
+                    }
+                    last = w.start.add(off as u64);
+                    off += len;
+                }
+                if off == w.handed {
+                    break;
+                }
+                let piece = w.bytes[w.handed..off].to_vec();
+                let piece_prev = w.prev;
+                w.handed = off;
+                w.prev = last;
+                (piece, piece_prev)
+            };
+            let piece_end = from.add(piece.len() as u64);
+            if self.offered.len() < OFFERED_MAX {
+                self.offered.push_back((piece_end, Instant::now()));
+            }
+            feed.offer(from, piece_prev, piece, safe);
+            handed_any = true;
         }
-        ctx.engine.redo_feed().offer(ready, safe);
+        if !handed_any {
+            feed.set_safe(safe);
+        }
+    }
+
+    /// The WAL was cut at `to`: forgets what lies past it.
+    fn cut(&mut self, to: Lsn) {
+        while let Some(w) = self.pending.back_mut() {
+            if w.start >= to {
+                self.pending.pop_back();
+                continue;
+            }
+            let keep = to.bytes_since(w.start) as usize;
+            if keep < w.bytes.len() {
+                w.bytes.truncate(keep);
+            }
+            break;
+        }
     }
 
     /// Redo applied up to `applied`: times the hand-offs it covers.

@@ -62,6 +62,20 @@ pub fn whole_records_prefix(buf: &[u8]) -> usize {
     at
 }
 
+/// Checks every record of `bytes` (which start at `start`): length, CRC
+/// and the chain from `prev`, without copying anything. Returns the LSN of
+/// the last record.
+pub fn validate_bytes(bytes: &[u8], start: Lsn, mut prev: Lsn) -> Result<Lsn, (Lsn, DecodeError)> {
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let lsn = start.add(at as u64);
+        let (_, len) = record::decode(&bytes[at..], prev).map_err(|e| (lsn, e))?;
+        prev = lsn;
+        at += len;
+    }
+    Ok(prev)
+}
+
 /// Records with their LSNs, in stream order.
 pub type Records = Vec<(Lsn, OwnedRecordBytes)>;
 

@@ -126,37 +126,85 @@ impl WalReader {
     /// a state to inspect, and I/O errors must not look like an end.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<(Lsn, OwnedRecordBytes)>, WalError> {
-        if self.end.is_some() {
+        let prev = self.prev;
+        let Some((at, range)) = self.advance(Lsn(u64::MAX))? else {
+            return Ok(None);
+        };
+        let owned = OwnedRecordBytes {
+            bytes: self.buf[range].to_vec(),
+            prev,
+        };
+        Ok(Some((at, owned)))
+    }
+
+    /// Whole valid records from the current position, copied into `out`
+    /// (cleared first) up to about `max_bytes` (at least one record when
+    /// there is one), none ending past `until`. Returns `(start, prev)`:
+    /// the first record's LSN and the LSN of the record before it. `None`
+    /// when no record fits: the end of the WAL (see [`end_reason`]) or
+    /// `until`. Redo reads this way: no allocation per record, and `out`
+    /// is reused from chunk to chunk.
+    ///
+    /// [`end_reason`]: Self::end_reason
+    pub fn next_chunk(
+        &mut self,
+        out: &mut Vec<u8>,
+        max_bytes: usize,
+        until: Lsn,
+    ) -> Result<Option<(Lsn, Lsn)>, WalError> {
+        let (start, prev) = (self.next, self.prev);
+        out.clear();
+        while out.len() < max_bytes {
+            let Some((_, range)) = self.advance(until)? else {
+                break;
+            };
+            out.extend_from_slice(&self.buf[range]);
+        }
+        Ok((!out.is_empty()).then_some((start, prev)))
+    }
+
+    /// Validates the record at the current position and moves past it;
+    /// returns its LSN and where its bytes are in `buf` (valid until the
+    /// next call). `None` at the end of the WAL, or when the record would
+    /// end past `until` (then the position stays before it).
+    fn advance(&mut self, until: Lsn) -> Result<Option<(Lsn, std::ops::Range<usize>)>, WalError> {
+        if self.end.is_some() || self.next >= until {
             return Ok(None);
         }
         let at = self.next;
         if let Err(end) = self.ensure(HEADER_BYTES)? {
-            return Ok(self.finish(end));
+            self.end = Some(end);
+            return Ok(None);
         }
         let off = self.offset();
         let head = &self.buf[off..off + HEADER_BYTES];
         if head[..4] == [0, 0, 0, 0] {
-            return Ok(self.finish(EndOfWal::Zero { lsn: at }));
+            self.end = Some(EndOfWal::Zero { lsn: at });
+            return Ok(None);
         }
         let len = match record::decode_header(head) {
             Ok(h) => h.len as usize,
-            Err(error) => return Ok(self.finish(EndOfWal::Torn { lsn: at, error })),
+            Err(error) => {
+                self.end = Some(EndOfWal::Torn { lsn: at, error });
+                return Ok(None);
+            }
         };
+        if at.add(len as u64) > until {
+            return Ok(None);
+        }
         if let Err(end) = self.ensure(len)? {
-            return Ok(self.finish(end));
+            self.end = Some(end);
+            return Ok(None);
         }
         let off = self.offset();
         let bytes = &self.buf[off..off + len];
         if let Err(error) = record::decode(bytes, self.prev) {
-            return Ok(self.finish(EndOfWal::Torn { lsn: at, error }));
+            self.end = Some(EndOfWal::Torn { lsn: at, error });
+            return Ok(None);
         }
-        let owned = OwnedRecordBytes {
-            bytes: bytes.to_vec(),
-            prev: self.prev,
-        };
         self.prev = at;
         self.next = at.add(len as u64);
-        Ok(Some((at, owned)))
+        Ok(Some((at, off..off + len)))
     }
 
     /// Why the stream ended; `None` while records keep coming.
@@ -168,11 +216,6 @@ impl WalReader {
     /// record's LSN. At the end of the WAL this is where `Wal::open` resumes.
     pub fn position(&self) -> (Lsn, Lsn) {
         (self.next, self.prev)
-    }
-
-    fn finish(&mut self, end: EndOfWal) -> Option<(Lsn, OwnedRecordBytes)> {
-        self.end = Some(end);
-        None
     }
 
     fn offset(&self) -> usize {

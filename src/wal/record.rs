@@ -61,6 +61,11 @@ pub enum RecordKind {
     Abort = 6,
 }
 
+/// The kind a header's `kind` byte names, if any.
+pub fn kind_of(v: u8) -> Option<RecordKind> {
+    RecordKind::from_u8(v)
+}
+
 impl RecordKind {
     fn from_u8(v: u8) -> Option<RecordKind> {
         Some(match v {
