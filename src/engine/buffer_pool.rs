@@ -39,7 +39,10 @@ pub enum PoolError {
 /// passes the end of the WAL it found (made durable before redo began).
 pub type FlushTo = Arc<dyn Fn(Lsn) -> Result<Lsn, String> + Send + Sync>;
 
+/// Counters of one shard (or their sum), one cache line apiece: every page
+/// lookup counts, and redo workers look up pages on different cores.
 #[derive(Default)]
+#[repr(align(64))]
 pub struct PoolStats {
     pub hits: AtomicU64,
     pub misses: AtomicU64,

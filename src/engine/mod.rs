@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use self::buffer_pool::{PoolError, PoolStats};
 use self::control_file::{ControlData, ControlError, ControlFile, NodeState, Role};
@@ -42,6 +42,7 @@ use crate::page::meta::{Meta, MetaError};
 use crate::page::{PageError, PageKind};
 use crate::redo::applied::Applied;
 use crate::redo::feed::Feed;
+use crate::redo::gate::Gate;
 use crate::redo::pipeline::{Redo, RedoHooks, RedoHost, RedoStats, WalSource};
 use crate::redo::workers::{WorkerStats, Workers};
 use crate::redo::{ApplyError, RedoError};
@@ -233,7 +234,7 @@ pub struct Engine {
     /// (reads included) and a checkpoint's snapshot hold it shared, so a
     /// reader sees the data as of a batch boundary, which is a transaction
     /// boundary (`redo::pipeline`). Taken before `state`.
-    gate: RwLock<()>,
+    gate: Gate,
     state: Mutex<State>,
     pool: Arc<Pool>,
     /// End of the last applied record group (and the LSN of its last
@@ -251,7 +252,6 @@ pub struct Engine {
     recovery_report: RecoveryReport,
     control: Mutex<ControlFile>,
     wal: Arc<Wal>,
-    pool_stats: Arc<PoolStats>,
     system_id: SystemId,
     timeline: std::sync::atomic::AtomicU32,
     checkpoints: std::sync::atomic::AtomicU64,
@@ -374,9 +374,8 @@ impl Engine {
             state: NodeState::Running,
             ..cd
         })?;
-        let pool_stats = pool.stats();
         let engine = Arc::new(Engine {
-            gate: RwLock::new(()),
+            gate: Gate::default(),
             pool,
             applied: Applied::new(end.next, end.prev),
             redo: Mutex::new(redo),
@@ -397,7 +396,6 @@ impl Engine {
             }),
             control: Mutex::new(control),
             wal,
-            pool_stats,
             system_id: cd.system_id,
             timeline: std::sync::atomic::AtomicU32::new(cd.timeline.0),
             checkpoints: Default::default(),
@@ -410,7 +408,15 @@ impl Engine {
         if meta.is_none() && cd.role == Role::Primary {
             engine.bootstrap()?;
         }
-        start_dispatcher(&engine, cfg.redo_cores.first().copied())?;
+        // With one worker the dispatcher applies every batch itself: pin it
+        // as that worker. With more, workers have threads of their own and
+        // the dispatcher (reading, cutting batches) runs where it can.
+        let dispatcher_core = if workers == 1 {
+            cfg.redo_cores.first().copied()
+        } else {
+            None
+        };
+        start_dispatcher(&engine, dispatcher_core)?;
         Ok(engine)
     }
 
@@ -439,7 +445,7 @@ impl Engine {
         &self,
         f: impl FnOnce(&mut Tx<'_, '_>) -> Result<R, EngineError>,
     ) -> Result<Outcome<R>, EngineError> {
-        let _gate = self.gate.read();
+        let _gate = self.gate.reader();
         if let Some(e) = self.redo_fault.lock().as_ref() {
             return Err(EngineError::RedoStopped(e.clone()));
         }
@@ -485,7 +491,7 @@ impl Engine {
     /// invariant). Holds the engine lock for the whole walk: a debugging
     /// and test tool, not for production traffic.
     pub fn digest(&self) -> Result<(Lsn, u32, u32), EngineError> {
-        let _gate = self.gate.read();
+        let _gate = self.gate.reader();
         let st = self.state.lock();
         let lsn = match st.role {
             Role::Primary => self.wal.insert_position().0,
@@ -590,7 +596,7 @@ impl Engine {
     /// standbys or builds still need) even though recovery no longer does.
     pub fn checkpoint_keeping(&self, keep_from: Lsn) -> Result<RedoPoint, EngineError> {
         let (redo, redo_prev, dirty) = {
-            let _gate = self.gate.read();
+            let _gate = self.gate.reader();
             let mut st = self.state.lock();
             // A standby's pages reflect only applied groups: its redo point
             // (a restartpoint) is the applied position, not the WAL's end.
@@ -651,8 +657,9 @@ impl Engine {
         &self.wal
     }
 
-    pub fn pool_stats(&self) -> &Arc<PoolStats> {
-        &self.pool_stats
+    /// Buffer-pool counters, summed over the shards now.
+    pub fn pool_stats(&self) -> Arc<PoolStats> {
+        self.pool.stats()
     }
 
     pub fn system_id(&self) -> SystemId {
@@ -812,31 +819,40 @@ impl Engine {
 }
 
 impl RedoHooks for Engine {
-    fn begin_batch(&self) -> Option<parking_lot::RwLockWriteGuard<'_, ()>> {
-        Some(self.gate.write())
+    fn has_readers(&self) -> bool {
+        true
     }
 
-    fn end_batch(&self, end: Lsn, last: Lsn, meta_changed: bool) -> Result<(), RedoError> {
-        if meta_changed {
-            let mut st = self.state.lock();
-            let mut pages = self.pool.guards();
-            let read = pages
-                .get(PageNo::META)
-                .map_err(|e| e.to_string())
-                .and_then(|(p, _)| Meta::read(p).map_err(|e| e.to_string()));
-            match read {
-                Ok(Some(meta)) => st.meta = meta,
-                Ok(None) => {}
-                Err(reason) => {
-                    return Err(RedoError::Page {
-                        lsn: last,
-                        page: PageNo::META,
-                        reason,
-                    })
-                }
+    fn close_gate(&self) {
+        self.gate.close();
+    }
+
+    fn open_gate(&self) {
+        self.gate.open();
+    }
+
+    fn applied(&self, end: Lsn, last: Lsn) {
+        self.applied.advance(end, last);
+    }
+
+    fn refresh_meta(&self) -> Result<(), RedoError> {
+        let mut st = self.state.lock();
+        let mut pages = self.pool.guards();
+        let read = pages
+            .get(PageNo::META)
+            .map_err(|e| e.to_string())
+            .and_then(|(p, _)| Meta::read(p).map_err(|e| e.to_string()));
+        match read {
+            Ok(Some(meta)) => st.meta = meta,
+            Ok(None) => {}
+            Err(reason) => {
+                return Err(RedoError::Page {
+                    lsn: self.applied.lsn(),
+                    page: PageNo::META,
+                    reason,
+                })
             }
         }
-        self.applied.advance(end, last);
         Ok(())
     }
 }

@@ -29,7 +29,8 @@ use crate::page::PageBuf;
 
 pub struct Pool {
     shards: Vec<Mutex<BufferPool>>,
-    stats: Arc<PoolStats>,
+    /// Each shard's counters (summed by [`Pool::stats`]).
+    stats: Vec<Arc<PoolStats>>,
 }
 
 impl Pool {
@@ -41,7 +42,7 @@ impl Pool {
         flush_to: FlushTo,
     ) -> Result<Pool, DataFileError> {
         let shards = crate::redo::assembler::SLICES;
-        let stats = Arc::new(PoolStats::default());
+        let stats: Vec<Arc<PoolStats>> = (0..shards).map(|_| Arc::default()).collect();
         let per_shard = (frames_total / shards).max(16);
         let mut handles = Vec::with_capacity(shards);
         for _ in 1..shards {
@@ -50,14 +51,8 @@ impl Pool {
         handles.insert(0, file);
         let shards = handles
             .into_iter()
-            .map(|f| {
-                Mutex::new(BufferPool::new(
-                    f,
-                    per_shard,
-                    flush_to.clone(),
-                    stats.clone(),
-                ))
-            })
+            .zip(&stats)
+            .map(|(f, st)| Mutex::new(BufferPool::new(f, per_shard, flush_to.clone(), st.clone())))
             .collect();
         Ok(Pool { shards, stats })
     }
@@ -76,8 +71,19 @@ impl Pool {
         &self.shards[i]
     }
 
+    /// The counters of all shards, summed now.
     pub fn stats(&self) -> Arc<PoolStats> {
-        self.stats.clone()
+        use std::sync::atomic::Ordering::Relaxed;
+        let sum = PoolStats::default();
+        for s in &self.stats {
+            sum.hits.fetch_add(s.hits.load(Relaxed), Relaxed);
+            sum.misses.fetch_add(s.misses.load(Relaxed), Relaxed);
+            sum.evictions.fetch_add(s.evictions.load(Relaxed), Relaxed);
+            sum.writes.fetch_add(s.writes.load(Relaxed), Relaxed);
+            sum.checksum_failures
+                .fetch_add(s.checksum_failures.load(Relaxed), Relaxed);
+        }
+        Arc::new(sum)
     }
 
     pub fn set_flush_to(&self, flush_to: FlushTo) {

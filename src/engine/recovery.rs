@@ -39,11 +39,17 @@ pub struct RecoveryEnd {
 struct Recovering;
 
 impl RedoHooks for Recovering {
-    fn begin_batch(&self) -> Option<parking_lot::RwLockWriteGuard<'_, ()>> {
-        None
+    fn has_readers(&self) -> bool {
+        false
     }
 
-    fn end_batch(&self, _end: Lsn, _last: Lsn, _meta: bool) -> Result<(), RedoError> {
+    fn close_gate(&self) {}
+
+    fn open_gate(&self) {}
+
+    fn applied(&self, _end: Lsn, _last: Lsn) {}
+
+    fn refresh_meta(&self) -> Result<(), RedoError> {
         Ok(())
     }
 }

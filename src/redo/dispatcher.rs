@@ -2,13 +2,14 @@
 //! per-worker page work out. Pure: no threads, no I/O.
 //!
 //! - Pages are cut into [`SLICES`] slices (`assembler::slice_of`, the
-//!   buffer pool's shards). For each batch the dispatcher gives every
-//!   slice to one worker, balancing the page records they get: slices in
+//!   buffer pool's shards). Every slice belongs to one worker
+//!   ([`Owners`]), chosen to balance the page records they get: slices in
 //!   falling order of records, each to the worker with the fewest so far
-//!   (longest processing time first). Within a batch a page belongs to
-//!   one worker, which applies its records in WAL order; a page may move
-//!   to another worker in the next batch, after the barrier.
-//! - Why per-batch balance and not a fixed `page % workers`: measured on a
+//!   ([`assign`], longest processing time first, over the records of
+//!   recent batches). A page's records are applied by its slice's owner,
+//!   in WAL order. Owners change only when no batch is in flight (the
+//!   pipeline decides when, `redo::pipeline`, "Balance").
+//! - Why balance by slices and not a fixed `page % workers`: measured on a
 //!   recorded 64-client TPC-B WAL (160 MB), each transaction changes the
 //!   meta page, the one branch leaf, a teller leaf, the newest history
 //!   leaf and a random account leaf; a fixed split put the four hot pages
@@ -84,9 +85,9 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// A batch of `bytes[..groups.end_off]` (starting at LSN `start`) for
-    /// `workers` workers.
-    pub fn new(bytes: Arc<Vec<u8>>, start: Lsn, groups: Groups, workers: usize) -> Batch {
+    /// A batch of `bytes[..groups.end_off]` (starting at LSN `start`)
+    /// whose slices belong to `owners`.
+    pub fn new(bytes: Arc<Vec<u8>>, start: Lsn, groups: Groups, owners: Owners) -> Batch {
         assert!(groups.end_off <= bytes.len() && groups.groups > 0);
         assert_eq!(
             start.add(groups.end_off as u64),
@@ -94,7 +95,7 @@ impl Batch {
             "a batch ends at its last group's end"
         );
         Batch {
-            owners: assign(&groups.slices, workers),
+            owners,
             bytes,
             len: groups.end_off,
             start,
@@ -155,7 +156,8 @@ mod tests {
         let mut a = Assembler::default();
         push_all(&mut a, &bytes, Lsn(16));
         let g = a.take_groups();
-        (Batch::new(Arc::new(bytes), Lsn(16), g, workers), lsns)
+        let owners = assign(&g.slices, workers);
+        (Batch::new(Arc::new(bytes), Lsn(16), g, owners), lsns)
     }
 
     #[test]

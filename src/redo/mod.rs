@@ -23,6 +23,7 @@ pub mod assembler;
 pub mod bench;
 pub mod dispatcher;
 pub mod feed;
+pub mod gate;
 pub mod pipeline;
 pub mod workers;
 

@@ -1,11 +1,11 @@
 //! The redo pipeline: WAL records in, complete groups applied in batches by
-//! parallel workers, the applied LSN published after each batch.
+//! parallel workers, the applied LSN published as batches complete.
 //!
 //! ```text
-//! WAL bytes ─► Assembler ─► complete groups ─► Batch (slices → workers) ─► Workers
-//!  (WAL files, or   (record headers,      (redo::dispatcher, balanced       │ barrier
-//!   the receiver's   group ends)           per batch)                        ▼
-//!   feed)                          gate held: applied = batch end, meta refreshed
+//! WAL bytes ─► Assembler ─► complete groups ─► Batch ─► Workers (queues, no barrier)
+//!  (WAL files, or   (record headers,   (redo::dispatcher:            │ a batch is complete
+//!   the receiver's   group ends)        slices → owners)             ▼ when all finished it
+//!   feed)                               applied = end of the newest complete batch
 //! ```
 //!
 //! The input is chunks of whole, validated records (the WAL reader checks
@@ -13,7 +13,7 @@
 //! buffer; a batch is an `Arc` of that buffer and a range, which every
 //! worker walks (headers only for records not its own). Nothing is
 //! allocated or decoded per record on the dispatching thread, so the
-//! serial part of redo is small (see "Measured" below).
+//! serial part of redo is small.
 //!
 //! [`Redo`] is the one implementation behind crash recovery (the thread
 //! that opens the engine drives it), a standby's streaming redo (the
@@ -27,18 +27,30 @@
 //! - only complete groups are applied: a batch ends at a group's end and
 //!   the unfinished group (if any) starts at or after it;
 //! - the applied LSN never passes the slowest worker: it moves to a
-//!   batch's end only after every worker reported that batch done;
+//!   batch's end only once every worker finished that batch (and all
+//!   before it);
 //! - `page_lsn <= flushed` before a page is written back (in the pool).
 //!
-//! Readers: while a batch is applied the dispatcher holds the engine's
-//! redo gate exclusively, and every transaction (so every read on a hot
-//! standby) holds it shared. A reader therefore sees the data as of a
-//! batch end, which is a transaction end, even though the transactions of
-//! a batch are applied by several workers at once. The bound a reader puts
-//! on redo is one command (GET, MGET, one SCAN page, a read-only MULTI):
-//! the dispatcher waits for the commands running when it wants the gate;
-//! the bound redo puts on a reader is one batch, at most
-//! `limits::REDO_BATCH_BYTES_MAX` of WAL.
+//! Balance: slice owners (`redo::dispatcher`) are kept from batch to
+//! batch, so workers run through their queues without waiting for each
+//! other. After `REBALANCE_BATCHES` batches the records per worker are
+//! checked; when the busiest has more than 1.25 times the average, the
+//! pipeline waits until nothing is in flight and gives the slices new
+//! owners from the records of those batches. Measured on a recorded
+//! TPC-B WAL (see README, "Parallel redo"): a barrier after every batch
+//! (each batch balanced on its own) left both workers idle a third of the
+//! time on 2 cores.
+//!
+//! Readers: while batches are in flight the dispatcher holds the engine's
+//! redo gate closed (`redo::gate`), and every transaction (so every read
+//! on a hot standby) holds it as a reader. A reader therefore sees the
+//! data as of a batch end, which is a transaction end, even though the
+//! transactions of a batch are applied by several workers at once. The
+//! bound a reader puts on redo is one command (GET, MGET, one SCAN page, a
+//! read-only MULTI): closing the gate waits for the commands inside. The
+//! bound redo puts on a reader: the gate opens whenever the input runs out
+//! and at least every `GATE_CLOSED_MAX` (plus the batches then in flight)
+//! while a backlog is redone.
 //!
 //! Errors: a record that does not apply, a page that fails its checksum or
 //! cannot be read, or WAL that cannot be read stop redo for good with a
@@ -52,24 +64,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLockWriteGuard};
+use parking_lot::Mutex;
 
-use super::assembler::{head_at, Assembler};
-use super::dispatcher::Batch;
+use super::assembler::{head_at, Assembler, SLICES};
+use super::dispatcher::{assign, Batch, Owners};
 use super::feed::{Feed, FeedMsg};
 use super::workers::{RedoError, WorkerStats, Workers};
 use crate::config::limits::{REDO_BATCH_BYTES_MAX, REDO_BATCH_RECORDS_MAX};
 use crate::ids::{Lsn, TimelineId};
 use crate::wal::reader::{EndOfWal, WalReader};
 
-/// What a driver of [`Redo`] does around each batch.
+/// What a driver of [`Redo`] does around its batches.
 pub trait RedoHooks {
-    /// Held while the workers apply a batch (the engine's redo gate,
-    /// exclusively); `None` where no reader can exist (crash recovery).
-    fn begin_batch(&self) -> Option<RwLockWriteGuard<'_, ()>>;
-    /// Called after every worker finished the batch, before the gate is
-    /// released: publish the applied position, refresh the meta page.
-    fn end_batch(&self, end: Lsn, last: Lsn, meta_changed: bool) -> Result<(), RedoError>;
+    /// Whether readers can exist (not during crash recovery): then the
+    /// gate closes while batches are in flight and opens regularly.
+    fn has_readers(&self) -> bool;
+    /// Keeps readers out (the engine's redo gate) until [`open_gate`].
+    ///
+    /// [`open_gate`]: RedoHooks::open_gate
+    fn close_gate(&self);
+    /// Lets readers in again; every batch submitted is complete and the
+    /// meta page was refreshed.
+    fn open_gate(&self);
+    /// A batch is complete: publish the applied position.
+    fn applied(&self, end: Lsn, last: Lsn);
+    /// A completed batch rewrote the meta page: read it again (no batch
+    /// is in flight).
+    fn refresh_meta(&self) -> Result<(), RedoError>;
 }
 
 /// Where the local WAL is, for reading it back.
@@ -87,7 +108,7 @@ pub struct RedoStats {
     pub groups: AtomicU64,
     pub records: AtomicU64,
     pub bytes: AtomicU64,
-    /// Time batches took, gate to gate (the pipeline's busy time).
+    /// Time with work in flight (the pipeline's busy time).
     pub busy_ns: AtomicU64,
     /// Recent redo rate while busy, bytes per second (an average over the
     /// last batches, weighted by their time): what redo can do, not what
@@ -96,6 +117,8 @@ pub struct RedoStats {
 }
 
 impl RedoStats {
+    /// A batch completed `took` after the previous one (or after redo
+    /// became busy).
     fn record(&self, batch: &Batch, took: Duration) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.groups.fetch_add(batch.groups, Ordering::Relaxed);
@@ -142,6 +165,17 @@ pub struct Redo {
     /// memory costs a page fault and a zeroed page per 4 KiB (15 % of
     /// serial redo in a profile before they were reused).
     spare: Vec<Vec<u8>>,
+    /// Slice owners of the batches submitted now (see "Balance").
+    owners: Option<Owners>,
+    /// Records per slice in the batches since the owners were set.
+    recent_slices: [u64; SLICES],
+    recent_batches: u32,
+    /// The gate is closed (since then).
+    gate_closed: Option<Instant>,
+    /// A completed batch changed the meta page since the last refresh.
+    meta_stale: bool,
+    /// When the last batch completed, or redo became busy.
+    busy_mark: Option<Instant>,
     stats: Arc<RedoStats>,
 }
 
@@ -156,6 +190,12 @@ impl Redo {
             last_taken: next.1,
             complete: next,
             spare: Vec::new(),
+            owners: None,
+            recent_slices: [0; SLICES],
+            recent_batches: 0,
+            gate_closed: None,
+            meta_stale: false,
+            busy_mark: None,
             stats: Arc::new(RedoStats::default()),
         }
     }
@@ -210,6 +250,7 @@ impl Redo {
             0,
             "rewind with complete groups not applied"
         );
+        assert_eq!(self.workers.in_flight(), 0, "rewind with batches in flight");
         self.assembler.clear();
         self.pending.clear();
         self.pending_start = position.0;
@@ -255,11 +296,14 @@ impl Redo {
         Ok(())
     }
 
-    /// Applies the complete groups taken so far.
+    /// Applies the complete groups taken so far and waits until every
+    /// batch is complete; the gate is open again after it.
     pub fn flush(&mut self, hooks: &dyn RedoHooks) -> Result<(), RedoError> {
-        self.apply_batch(hooks)
+        self.apply_batch(hooks)?;
+        self.settle(hooks)
     }
 
+    /// Cuts a batch of the complete groups taken so far and submits it.
     fn apply_batch(&mut self, hooks: &dyn RedoHooks) -> Result<(), RedoError> {
         if self.assembler.groups().groups == 0 {
             return Ok(());
@@ -273,34 +317,122 @@ impl Redo {
         bytes.truncate(cut);
         let start = self.pending_start;
         self.pending_start = start.add(cut as u64);
-        let batch = Arc::new(Batch::new(
-            Arc::new(bytes),
-            start,
-            groups,
-            self.workers.count(),
-        ));
+        let owners = self.owners_for(&groups.slices, hooks)?;
+        let batch = Arc::new(Batch::new(Arc::new(bytes), start, groups, owners));
         assert!(
             self.assembler
                 .open_group_start()
                 .is_none_or(|open| start.add((cut + open) as u64) >= batch.end),
             "a batch must end at a group boundary"
         );
-        let started = Instant::now();
-        let gate = hooks.begin_batch();
-        let slowest = self.workers.apply(batch.clone())?;
-        assert!(
-            slowest >= batch.end,
-            "applied would pass the slowest redo worker ({slowest} < {})",
-            batch.end
-        );
-        hooks.end_batch(batch.end, batch.last, batch.meta_changed)?;
-        drop(gate);
-        self.stats.record(&batch, started.elapsed());
-        // Every worker dropped its handle before it reported done.
-        if let Ok(done) = Arc::try_unwrap(batch) {
-            if let Ok(bytes) = Arc::try_unwrap(done.bytes) {
-                self.give_back(bytes);
+        if hooks.has_readers() && self.gate_closed.is_none() {
+            hooks.close_gate();
+            self.gate_closed = Some(Instant::now());
+        }
+        if self.workers.in_flight() == 0 {
+            self.busy_mark = Some(Instant::now());
+        }
+        self.workers.submit(batch)?;
+        let done = self.workers.completed(false)?;
+        self.publish(done, hooks);
+        if self
+            .gate_closed
+            .is_some_and(|since| since.elapsed() >= GATE_CLOSED_MAX)
+        {
+            // Let the readers waiting at the gate in.
+            self.settle(hooks)?;
+        }
+        Ok(())
+    }
+
+    /// The slice owners for a batch with `slices` records per slice:
+    /// the current ones, unless they are out of balance (see "Balance").
+    fn owners_for(
+        &mut self,
+        slices: &[u64; SLICES],
+        hooks: &dyn RedoHooks,
+    ) -> Result<Owners, RedoError> {
+        let workers = self.workers.count();
+        for (total, n) in self.recent_slices.iter_mut().zip(slices) {
+            *total += n;
+        }
+        self.recent_batches += 1;
+        let balanced = |owners: &Owners, slices: &[u64; SLICES]| {
+            let mut load = vec![0u64; workers];
+            for s in 0..SLICES {
+                load[owners[s] as usize] += slices[s];
             }
+            let total: u64 = load.iter().sum();
+            let busiest = load.iter().copied().max().unwrap_or(0);
+            busiest * workers as u64 * 4 <= total * 5
+        };
+        match self.owners {
+            Some(owners)
+                if workers == 1
+                    || self.recent_batches < REBALANCE_BATCHES
+                    || balanced(&owners, &self.recent_slices) =>
+            {
+                if self.recent_batches >= REBALANCE_BATCHES {
+                    self.recent_slices = [0; SLICES];
+                    self.recent_batches = 0;
+                }
+                Ok(owners)
+            }
+            _ => {
+                let new = assign(&self.recent_slices, workers);
+                if self.owners.is_some_and(|old| old != new) {
+                    // No page may be applied by its new owner before its
+                    // old owner is done with it.
+                    let done = self.workers.drain()?;
+                    self.publish(done, hooks);
+                }
+                self.owners = Some(new);
+                self.recent_slices = [0; SLICES];
+                self.recent_batches = 0;
+                Ok(new)
+            }
+        }
+    }
+
+    /// Publishes completed batches (in order) and reuses their buffers.
+    fn publish(&mut self, done: Vec<Arc<Batch>>, hooks: &dyn RedoHooks) {
+        for batch in done {
+            hooks.applied(batch.end, batch.last);
+            self.meta_stale |= batch.meta_changed;
+            let now = Instant::now();
+            let took = self
+                .busy_mark
+                .map_or(Duration::ZERO, |mark| now.duration_since(mark));
+            self.busy_mark = (self.workers.in_flight() > 0).then_some(now);
+            self.stats.record(&batch, took);
+            // Every worker dropped its handle before it reported done.
+            if let Ok(done) = Arc::try_unwrap(batch) {
+                if let Ok(bytes) = Arc::try_unwrap(done.bytes) {
+                    self.give_back(bytes);
+                }
+            }
+        }
+    }
+
+    /// After an error: lets readers in again (the host refuses every
+    /// transaction once redo failed, so nothing half applied is served).
+    pub fn release_gate(&mut self, hooks: &dyn RedoHooks) {
+        if self.gate_closed.take().is_some() {
+            hooks.open_gate();
+        }
+    }
+
+    /// Waits until every batch submitted is complete, refreshes the meta
+    /// page if a batch changed it, and opens the gate.
+    fn settle(&mut self, hooks: &dyn RedoHooks) -> Result<(), RedoError> {
+        let done = self.workers.drain()?;
+        self.publish(done, hooks);
+        if self.meta_stale {
+            hooks.refresh_meta()?;
+            self.meta_stale = false;
+        }
+        if self.gate_closed.take().is_some() {
+            hooks.open_gate();
         }
         Ok(())
     }
@@ -333,11 +465,12 @@ impl Redo {
             from_prev,
         )
         .map_err(|e| wal_err(from, e))?;
-        // A long read (crash recovery, catching up from the files) reads
-        // ahead on a thread of its own while the workers apply: reading,
-        // checking CRCs and chains is otherwise a serial part of redo
-        // (measured: see the module doc, "Measured").
-        if until.bytes_since(from) < READ_AHEAD_FROM_BYTES {
+        // With workers, a long read (crash recovery, catching up from the
+        // files) reads ahead on a thread of its own while they apply:
+        // reading and checking CRCs and chains would otherwise be a serial
+        // part of parallel redo. One worker is serial redo: one thread
+        // reads and applies (`recovery_redo_workers = 1`).
+        if self.workers.count() == 1 || until.bytes_since(from) < READ_AHEAD_FROM_BYTES {
             let mut chunk = self.buffer();
             let result = loop {
                 let at = reader.position().0;
@@ -408,6 +541,11 @@ const READ_AHEAD_CHUNKS: usize = 4;
 
 /// WAL read per chunk when redo reads the local WAL.
 const READ_CHUNK_BYTES: usize = 1 << 20;
+/// Batches between two checks of the workers' balance.
+const REBALANCE_BATCHES: u32 = 8;
+/// The longest the gate stays closed while a backlog is redone (readers
+/// then wait at most this, plus the batches in flight).
+const GATE_CLOSED_MAX: Duration = Duration::from_millis(20);
 /// Buffers kept for reuse (a batch's, the open group's, a read chunk's).
 const SPARE_BUFFERS_MAX: usize = 4;
 
@@ -460,6 +598,7 @@ pub fn run_dispatcher(feed: &Feed, host: impl Fn() -> Option<Arc<dyn RedoHost>>)
         })();
         if let Err(e) = result {
             host.redo_failed(e);
+            host.redo().lock().release_gate(&*host);
         }
         for ack in drains {
             let _ = ack.send(());

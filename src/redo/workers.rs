@@ -1,19 +1,23 @@
-//! Redo workers: threads that each apply their share of a batch, pinned
-//! to the cores of the core map's `redo_workers` slot.
+//! Redo workers: threads that each apply their share of every batch, in
+//! batch order, pinned to the cores of the core map's `redo_workers` slot.
 //!
-//! Worker 0 is the thread that calls [`Workers::apply`] (the redo
-//! dispatcher, or the thread running crash recovery): it applies share 0
-//! itself while workers 1.. apply theirs, then waits for them. So one
-//! worker means serial redo with no hand-off at all, and N workers use N
-//! threads, not N + 1 (on the 2-core machines here a separate dispatcher
-//! thread would take a core from a worker).
+//! With one worker there is no thread: the dispatcher applies each batch
+//! itself when it submits it (serial redo, no hand-off). With N >= 2 there
+//! are N threads, each with a queue of batches; the dispatcher only reads,
+//! cuts and submits. A worker does not wait for the others between
+//! batches: a page is applied by the one worker its slice belongs to, and
+//! slice owners change only when no batch is in flight (`redo::pipeline`,
+//! "Balance"), so every page still sees its records in WAL order. A batch
+//! is complete when every worker finished it; the dispatcher takes
+//! completed batches in order ([`Workers::completed`]) and only then moves
+//! the applied LSN.
 //!
-//! A worker locks the buffer-pool shards of the slices it was given for
-//! the batch (in slice order; the slices of two workers never overlap) and
-//! holds them for its share; the dispatcher holds the redo gate
-//! exclusively meanwhile, so no reader or checkpoint wants a shard then
+//! A worker locks the buffer-pool shards of its slices for its share of a
+//! batch; the dispatcher keeps readers and checkpoints out (the redo gate)
+//! while batches are in flight, so nobody else wants those shards then
 //! (`engine::pool`).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,18 +58,28 @@ pub struct WorkerStats {
     pub busy_ns: AtomicU64,
 }
 
+/// Batches a worker's queue holds before the dispatcher waits.
+const QUEUE_BATCHES: usize = 8;
+
 pub struct Workers {
     pool: Arc<Pool>,
-    /// Jobs of workers 1.. (index i-1 for worker i): the batch.
-    jobs: Vec<Sender<Arc<Batch>>>,
-    /// A worker's answer: the batch end it finished, or its error.
-    done: Receiver<(usize, Result<Lsn, RedoError>)>,
+    count: usize,
+    /// Queues of the worker threads (empty with one worker).
+    jobs: Vec<Sender<(u64, Arc<Batch>)>>,
+    /// `(worker, batch seq, result)` as each worker finishes a batch.
+    done: Receiver<(usize, u64, Result<(), RedoError>)>,
     stats: Arc<Vec<WorkerStats>>,
+    next_seq: u64,
+    /// Submitted and not finished by every worker, oldest first.
+    inflight: VecDeque<(u64, Arc<Batch>)>,
+    /// Per worker: the last batch seq it finished.
+    finished: Vec<u64>,
+    error: Option<RedoError>,
 }
 
 impl Workers {
-    /// `n` workers over `pool` (its shards are the page slices); worker
-    /// `i` (for `i >= 1`) runs on a thread pinned to `core_of(i)`.
+    /// `n` workers over `pool` (its shards are the page slices); with
+    /// `n >= 2`, worker `i` runs on a thread pinned to `core_of(i)`.
     pub fn start(
         pool: Arc<Pool>,
         n: usize,
@@ -79,76 +93,146 @@ impl Workers {
         );
         let stats: Arc<Vec<WorkerStats>> =
             Arc::new((0..n).map(|_| WorkerStats::default()).collect());
-        let (done_tx, done) = bounded(n);
-        let mut jobs = Vec::with_capacity(n.saturating_sub(1));
-        for i in 1..n {
-            let (tx, rx) = bounded::<Arc<Batch>>(1);
-            let (pool, done_tx, stats, core) =
-                (pool.clone(), done_tx.clone(), stats.clone(), core_of(i));
-            std::thread::Builder::new()
-                .name(format!("redo-worker-{i}"))
-                .spawn(move || {
-                    if let Some(core) = core {
-                        core_affinity::set_for_current(core_affinity::CoreId { id: core });
-                    }
-                    while let Ok(batch) = rx.recv() {
-                        let r = apply_share(&pool, &batch, i, &stats[i]).map(|()| batch.end);
-                        // Before answering: the dispatcher reuses the
-                        // batch's buffer once every handle is gone.
-                        drop(batch);
-                        if done_tx.send((i, r)).is_err() {
-                            return;
+        let (done_tx, done) = bounded(n * (QUEUE_BATCHES + 2));
+        let mut jobs = Vec::new();
+        if n >= 2 {
+            for i in 0..n {
+                let (tx, rx) = bounded::<(u64, Arc<Batch>)>(QUEUE_BATCHES);
+                let (pool, done_tx, stats, core) =
+                    (pool.clone(), done_tx.clone(), stats.clone(), core_of(i));
+                std::thread::Builder::new()
+                    .name(format!("redo-worker-{i}"))
+                    .spawn(move || {
+                        if let Some(core) = core {
+                            core_affinity::set_for_current(core_affinity::CoreId { id: core });
                         }
-                    }
-                })?;
-            jobs.push(tx);
+                        let mut failed = false;
+                        while let Ok((seq, batch)) = rx.recv() {
+                            // After a failure the pages are not what later
+                            // records expect: answer, apply nothing.
+                            let r = if failed {
+                                Err(RedoError::WorkerGone)
+                            } else {
+                                apply_share(&pool, &batch, i, &stats[i])
+                            };
+                            failed |= r.is_err();
+                            // Before answering: the dispatcher reuses the
+                            // batch's buffer once every handle is gone.
+                            drop(batch);
+                            if done_tx.send((i, seq, r)).is_err() {
+                                return;
+                            }
+                        }
+                    })?;
+                jobs.push(tx);
+            }
         }
         Ok(Workers {
             pool,
+            count: n,
             jobs,
             done,
             stats,
+            next_seq: 1,
+            inflight: VecDeque::new(),
+            finished: vec![0; n],
+            error: None,
         })
     }
 
     pub fn count(&self) -> usize {
-        self.jobs.len() + 1
+        self.count
     }
 
     pub fn stats(&self) -> &Arc<Vec<WorkerStats>> {
         &self.stats
     }
 
-    /// Applies the batch, worker `i` its share `i`, and returns once all
-    /// are done: the barrier at the end of a batch. Returns the lowest
-    /// batch end the workers reported done. The first error wins.
-    pub fn apply(&self, batch: Arc<Batch>) -> Result<Lsn, RedoError> {
-        let mut sent = 0;
-        let mut result = Ok(());
-        for job in &self.jobs {
-            if job.send(batch.clone()).is_err() {
-                result = Err(RedoError::WorkerGone);
-                break;
-            }
-            sent += 1;
+    /// Batches submitted and not yet finished by every worker.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Hands a batch to every worker (with one worker: applies it now).
+    /// Waits when a worker's queue is full.
+    pub fn submit(&mut self, batch: Arc<Batch>) -> Result<(), RedoError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
         }
-        let r = apply_share(&self.pool, &batch, 0, &self.stats[0]);
-        if result.is_ok() {
-            result = r;
-        }
-        let mut slowest = batch.end;
-        for _ in 0..sent {
-            match self.done.recv() {
-                Ok((_, Ok(done_through))) => slowest = slowest.min(done_through),
-                Ok((_, Err(e))) => {
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.jobs.is_empty() {
+            apply_share(&self.pool, &batch, 0, &self.stats[0])?;
+            self.finished[0] = seq;
+        } else {
+            for job in &self.jobs {
+                if job.send((seq, batch.clone())).is_err() {
+                    self.error = Some(RedoError::WorkerGone);
+                    return Err(RedoError::WorkerGone);
                 }
-                Err(_) => return Err(RedoError::WorkerGone),
             }
         }
-        result.map(|()| slowest)
+        self.inflight.push_back((seq, batch));
+        Ok(())
+    }
+
+    /// Batches every worker finished since the last call, oldest first;
+    /// with `wait`, waits for at least one while any is in flight. The
+    /// first error of any worker is returned (and again on every call).
+    pub fn completed(&mut self, wait: bool) -> Result<Vec<Arc<Batch>>, RedoError> {
+        let mut out = Vec::new();
+        loop {
+            while let Ok(msg) = self.done.try_recv() {
+                self.finished_one(msg);
+            }
+            if let Some(e) = &self.error {
+                return Err(e.clone());
+            }
+            // The slowest worker decides what is complete.
+            let slowest = self.finished.iter().copied().min().unwrap_or(0);
+            while self
+                .inflight
+                .front()
+                .is_some_and(|(seq, _)| *seq <= slowest)
+            {
+                if let Some((seq, b)) = self.inflight.pop_front() {
+                    assert!(
+                        seq <= slowest,
+                        "a batch completed before its slowest worker"
+                    );
+                    out.push(b);
+                }
+            }
+            if !wait || !out.is_empty() || self.inflight.is_empty() {
+                return Ok(out);
+            }
+            match self.done.recv() {
+                Ok(msg) => self.finished_one(msg),
+                Err(_) => {
+                    self.error = Some(RedoError::WorkerGone);
+                }
+            }
+        }
+    }
+
+    fn finished_one(&mut self, (w, seq, r): (usize, u64, Result<(), RedoError>)) {
+        if let Err(e) = r {
+            self.error.get_or_insert(e);
+        }
+        debug_assert!(
+            seq > self.finished[w],
+            "a worker finished batches out of order"
+        );
+        self.finished[w] = seq;
+    }
+
+    /// Waits until nothing is in flight; returns the batches completed.
+    pub fn drain(&mut self) -> Result<Vec<Arc<Batch>>, RedoError> {
+        let mut out = Vec::new();
+        while !self.inflight.is_empty() {
+            out.extend(self.completed(true)?);
+        }
+        Ok(out)
     }
 }
 
