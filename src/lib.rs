@@ -26,6 +26,7 @@
 pub mod config;
 pub mod ctl;
 pub mod engine;
+pub mod failpoints;
 pub mod ids;
 pub mod io;
 pub mod kick;

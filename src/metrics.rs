@@ -143,7 +143,47 @@ impl Metrics {
             wal.inserted().0,
         );
         wal.metrics().render_prometheus(&mut out);
+        let redo = engine.redo_stats();
+        counter(
+            &mut out,
+            "tandem_redo_bytes_total",
+            "WAL bytes redo applied (crash recovery and a standby's streaming redo)",
+            redo.bytes.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "tandem_redo_records_total",
+            "Page records redo applied",
+            redo.records.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tandem_redo_rate_bytes_per_second",
+            "Recent redo rate while redo had work",
+            redo.rate_bytes_per_s.load(Ordering::Relaxed),
+        );
         if let Some(repl) = repl {
+            if engine.role() == crate::engine::control_file::Role::Standby {
+                let received = repl.upstream.get().map_or(wal.flushed(), |u| u.received);
+                gauge(
+                    &mut out,
+                    "tandem_redo_backlog_bytes",
+                    "WAL received and not applied yet",
+                    received.bytes_since(engine.applied_lsn()),
+                );
+                gauge(
+                    &mut out,
+                    "tandem_estimated_rto_milliseconds",
+                    "How long redo needs for the WAL received and not applied",
+                    crate::replication::receiver::estimated_rto_ms(repl),
+                );
+            }
+            gauge(
+                &mut out,
+                "tandem_rto_throttle_microseconds",
+                "Delay added to each write's reply to keep synchronous standbys within recovery_time_target",
+                repl.throttle.delay_us(),
+            );
             repl.metrics
                 .render(&mut out, &repl.standbys.snapshot(), wal.flushed());
         }
@@ -190,6 +230,49 @@ pub fn histogram(
     );
 }
 
+/// `PUT /failpoints/NAME` with the actions as the body (test builds only,
+/// see `crate::failpoints`).
+fn set_failpoint(stream: &mut std::net::TcpStream, head: &[u8]) -> (&'static str, String) {
+    let text = String::from_utf8_lossy(head).to_string();
+    let Some((request, rest)) = text.split_once("\r\n\r\n") else {
+        return ("400 Bad Request", "no end of headers\n".into());
+    };
+    let name = request
+        .split_whitespace()
+        .nth(1)
+        .and_then(|path| path.strip_prefix("/failpoints/"))
+        .unwrap_or_default()
+        .to_string();
+    let length = request
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(1024);
+    let mut body = rest.as_bytes().to_vec();
+    while body.len() < length {
+        let mut more = [0u8; 1024];
+        match stream.read(&mut more) {
+            Ok(0) | Err(_) => break,
+            Ok(got) => body.extend_from_slice(&more[..got]),
+        }
+    }
+    let actions = String::from_utf8_lossy(&body[..body.len().min(length)])
+        .trim()
+        .to_string();
+    match crate::failpoints::set(&name, &actions) {
+        Ok(()) => {
+            tracing::warn!(%name, %actions, "failpoint set over HTTP");
+            ("200 OK", format!("{name}={actions}\n"))
+        }
+        Err(e) => ("400 Bad Request", format!("{e}\n")),
+    }
+}
+
 /// Serves GET /metrics until the process exits. Runs on its own thread.
 pub fn serve(
     addr: SocketAddr,
@@ -232,6 +315,8 @@ fn answer(
     let (status, body) = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?")
     {
         ("200 OK", metrics.render(engine, Some(repl)))
+    } else if head.starts_with(b"PUT /failpoints/") && crate::failpoints::ENABLED {
+        set_failpoint(&mut stream, head)
     } else {
         ("404 Not Found", "only GET /metrics is served\n".to_string())
     };

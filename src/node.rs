@@ -192,6 +192,7 @@ fn abort_on_panic() {
 /// Runs a node until it is told to stop; returns after a clean shutdown.
 pub fn run(config: Config) -> Result<(), NodeError> {
     abort_on_panic();
+    crate::failpoints::setup_from_env();
     let _lock = lock_data_dir(&config.data_dir)?;
     if config
         .data_dir
@@ -242,6 +243,7 @@ pub fn run(config: Config) -> Result<(), NodeError> {
     *repl.history.get_mut() = history;
     repl.repl_addr = config.repl_listen.to_string();
     repl.peers = config.peers.clone();
+    repl.throttle = crate::replication::rto::Throttle::new(config.recovery_time_target);
     repl.wal_sender_timeout = (config.wal_sender_timeout_ms > 0)
         .then(|| Duration::from_millis(config.wal_sender_timeout_ms));
     let repl = Arc::new(repl);

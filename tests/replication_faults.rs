@@ -364,13 +364,16 @@ fn sigkill_of_a_sync_primary_loses_no_acknowledged_write_on_the_standby() {
 /// in its log) instead of serving ever older reads while replicating
 /// nothing; its primary serves on.
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
 fn a_panicking_wal_receiver_stops_the_standby_and_the_primary_serves_on() {
     use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().unwrap();
     let p = NodeProc::start_primary(&dir.path().join("p"), "p", &[]);
     let mut s = NodeProc::build_standby(&dir.path().join("s"), p.repl_port, "s", &[]);
-    s.env
-        .push(("TANDEM_TEST_RECEIVER_PANIC".into(), "1".into()));
+    s.env.push((
+        "FAILPOINTS".into(),
+        "replication::receiver::on_wal=panic".into(),
+    ));
     s.spawn();
     let mut c = p.client();
     let _: () = c.set("after-the-standby-started", "x").unwrap();

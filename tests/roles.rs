@@ -485,12 +485,14 @@ fn a_restarted_old_primary_cut_off_from_its_peers_stays_pending_and_never_takes_
     assert_eq!(split, None);
 }
 
-/// A primary whose flush is held back 300 ms a batch (test knob) and a
-/// standby built from it, streaming.
+/// A primary whose flush is held back 300 ms a batch (failpoint
+/// `wal::flusher::before_write`) and a standby built from it, streaming.
 fn slow_disk_primary_with_standby(dir: &Path) -> (NodeProc, NodeProc) {
     let mut p = NodeProc::new(&dir.join("p"), &["--name", "p", "--cluster-secret", SECRET]);
-    p.env
-        .push(("TANDEM_TEST_FLUSH_DELAY_MS".into(), "300".into()));
+    p.env.push((
+        "FAILPOINTS".into(),
+        "wal::flusher::before_write=return(300)".into(),
+    ));
     p.spawn();
     let out = build(p.repl_port, &dir.join("s"), "s", SECRET);
     assert!(out.status.success(), "{}", output_text(&out));
@@ -528,6 +530,7 @@ fn write_past_the_primarys_flush(p: &NodeProc) -> redis::Connection {
 /// past what the primary had made durable, drops its tail and follows
 /// without a build.
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
 fn a_standby_ahead_of_a_crashed_primary_drops_its_unapplied_tail_and_follows() {
     let dir = tempfile::tempdir().unwrap();
     let (mut p, s) = slow_disk_primary_with_standby(dir.path());
@@ -589,6 +592,7 @@ fn a_standby_ahead_of_a_crashed_primary_drops_its_unapplied_tail_and_follows() {
 /// durable there) starts the new stream from the end of its WAL, reloads
 /// and applies the rest, and reports consistent positions.
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
 fn a_standby_refollowing_with_unapplied_wal_applies_it_and_streams_on() {
     let dir = tempfile::tempdir().unwrap();
     let (p, s) = slow_disk_primary_with_standby(dir.path());

@@ -6,8 +6,8 @@
 //! client died while waiting stays invisible to other readers until the
 //! standby confirms it.
 //! Method: real primary and standbys on loopback. A slow standby disk is
-//! the test knob `TANDEM_TEST_STANDBY_WRITE_DELAY_MS=300` (the receiver
-//! acknowledges receipt, then waits 300 ms before writing): one SET is
+//! the failpoint `replication::receiver::before_write=return(300)` (the
+//! receiver acknowledges receipt, then waits 300 ms before writing): one SET is
 //! timed per level after the standby caught up, bounds are generous (the
 //! point is waiting or not, not speed). Standbys are taken down with
 //! SIGKILL (gone) or SIGSTOP (connected but silent); raw RESP sockets with
@@ -42,6 +42,7 @@ fn timed_set(c: &mut redis::Connection, key: &str) -> Duration {
 }
 
 #[test]
+#[cfg_attr(not(feature = "failpoints"), ignore = "needs --features failpoints")]
 fn each_level_waits_for_its_stage_on_a_slow_standby_disk() {
     let dir = tempfile::tempdir().unwrap();
     let p = NodeProc::start_primary(
@@ -50,8 +51,10 @@ fn each_level_waits_for_its_stage_on_a_slow_standby_disk() {
         &["--synchronous-standby-names", "FIRST 1 (slow)"],
     );
     let mut s = NodeProc::build_standby(&dir.path().join("slow"), p.repl_port, "slow", &[]);
-    s.env
-        .push(("TANDEM_TEST_STANDBY_WRITE_DELAY_MS".into(), "300".into()));
+    s.env.push((
+        "FAILPOINTS".into(),
+        "replication::receiver::before_write=return(300)".into(),
+    ));
     s.spawn();
     wait_streaming(&p, "slow", WITHIN);
     let mut c = p.client();

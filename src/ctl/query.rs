@@ -86,6 +86,19 @@ pub fn query(host: &str, password: Option<&str>, json: bool) -> Result<(), CtlEr
         );
         println!(" primary          : {}", get("primary"));
         println!(" received lsn     : {}", get("received_lsn"));
+        println!(
+            " redo             : {} workers, backlog {} B at {} B/s, estimated RTO {} ms",
+            get("redo_workers"),
+            get("redo_backlog_bytes"),
+            get("redo_rate_bytes_per_s"),
+            get("estimated_rto_ms")
+        );
+    } else if !matches!(get("recovery_time_target"), "" | "0") {
+        println!(
+            " rto throttle     : {} us per write (recovery_time_target {} s)",
+            get("rto_throttle_us"),
+            get("recovery_time_target")
+        );
     }
     let list = node
         .get("standbys")
@@ -96,12 +109,13 @@ pub fn query(host: &str, password: Option<&str>, json: bool) -> Result<(), CtlEr
     for s in &list {
         let f = |k: &str| s.get(k).and_then(|v| v.as_str()).unwrap_or("?");
         println!(
-            "   {:<12} {:<10} flush {:>14} replay {:>14} lag {:>10} B  {}",
+            "   {:<12} {:<10} flush {:>14} replay {:>14} lag {:>10} B  rto {:>6} ms  {}",
             f("name"),
             f("state"),
             f("flush_lsn"),
             f("replay_lsn"),
             f("lag_bytes"),
+            f("estimated_rto_ms"),
             f("sync_state"),
         );
     }

@@ -34,6 +34,12 @@ pub enum PoolError {
     WalFlush { page: PageNo, reason: String },
 }
 
+/// Frames a shard has at least: a transaction or a redo worker works on
+/// one page of a shard at a time (it copies what it read before the next
+/// lookup), so a few frames suffice; a pool of `limits::POOL_SHARDS`
+/// shards then has at least 64.
+pub const SHARD_FRAMES_MIN: usize = 4;
+
 /// Makes the WAL durable up to an LSN (blocking) and returns how far it is
 /// durable now. The engine passes the WAL's flush wait; crash recovery
 /// passes the end of the WAL it found (made durable before redo began).
@@ -78,8 +84,8 @@ impl BufferPool {
         stats: Arc<PoolStats>,
     ) -> BufferPool {
         assert!(
-            frames_max >= 16,
-            "a buffer pool shard needs at least 16 frames"
+            frames_max >= SHARD_FRAMES_MIN,
+            "a buffer pool shard needs at least {SHARD_FRAMES_MIN} frames"
         );
         BufferPool {
             frames: Vec::with_capacity(frames_max),

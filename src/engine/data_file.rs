@@ -200,8 +200,8 @@ impl DataFile {
     }
 }
 
-/// Failpoint `engine::data_file::sync`: `return` makes the sync fail with
-/// EIO, as a disk that lost the writes would.
+/// Failpoint `engine::data_file::sync` (see `crate::failpoints`): `return`
+/// makes the sync fail with EIO, as a disk that lost the writes would.
 fn sync_failpoint() -> Option<std::io::Error> {
     fail::fail_point!("engine::data_file::sync", |_| Some(
         std::io::Error::from_raw_os_error(libc::EIO)

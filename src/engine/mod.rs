@@ -84,6 +84,8 @@ pub enum EngineError {
     ReadOnly,
     #[error("writes are blocked on this node: {0}")]
     WritesBlocked(WriteBlock),
+    #[error("the WAL could not be made durable before page {page} was written back: {reason}")]
+    WalFlushFailed { page: PageNo, reason: String },
     #[error("internal error: {0}")]
     Bug(&'static str),
 }
@@ -102,7 +104,7 @@ impl From<PoolError> for EngineError {
         match e {
             PoolError::DataFile(d) => d.into(),
             PoolError::Corrupt(c) => EngineError::Corrupt(c),
-            PoolError::WalFlush { .. } => EngineError::Bug("WAL flush failed during eviction"),
+            PoolError::WalFlush { page, reason } => EngineError::WalFlushFailed { page, reason },
         }
     }
 }
@@ -131,6 +133,10 @@ pub enum WriteBlock {
     /// Restarted after a crash, it could not yet write the history of the
     /// timeline it must write on (no space); retried every second.
     NoTimelineYet = 4,
+    /// The data file failed to sync (`engine::data_file`, "Error
+    /// policy"): writes are refused for good; a restart recovers from the
+    /// WAL.
+    DataFileFailed = 5,
 }
 
 impl WriteBlock {
@@ -140,6 +146,7 @@ impl WriteBlock {
             2 => Some(WriteBlock::Pending),
             3 => Some(WriteBlock::NeedsBuild),
             4 => Some(WriteBlock::NoTimelineYet),
+            5 => Some(WriteBlock::DataFileFailed),
             _ => None,
         }
     }
@@ -154,6 +161,7 @@ impl std::fmt::Display for WriteBlock {
             }
             WriteBlock::NeedsBuild => "this node needs a build",
             WriteBlock::NoTimelineYet => "disk full: the history file of the timeline that follows the crash cannot be written yet (retried every second)",
+            WriteBlock::DataFileFailed => "the data file failed to sync: this node is faulted and refuses writes until a restart recovers from the WAL (as PostgreSQL's PANIC does)",
         })
     }
 }
@@ -250,6 +258,9 @@ pub struct Engine {
     redo_fault: Mutex<Option<RedoError>>,
     /// What crash recovery did at this start.
     recovery_report: RecoveryReport,
+    redo_workers: usize,
+    redo_stats: Arc<RedoStats>,
+    redo_worker_stats: Arc<Vec<WorkerStats>>,
     control: Mutex<ControlFile>,
     wal: Arc<Wal>,
     system_id: SystemId,
@@ -374,6 +385,7 @@ impl Engine {
             state: NodeState::Running,
             ..cd
         })?;
+        let (redo_stats, redo_worker_stats) = (redo.stats().clone(), redo.worker_stats().clone());
         let engine = Arc::new(Engine {
             gate: Gate::default(),
             pool,
@@ -382,6 +394,9 @@ impl Engine {
             feed: Arc::new(Feed::new(end.next)),
             redo_fault: Mutex::new(None),
             recovery_report,
+            redo_workers: workers,
+            redo_stats,
+            redo_worker_stats,
             state: Mutex::new(State {
                 meta: meta.unwrap_or(Meta {
                     root: PageNo::NONE,
@@ -454,7 +469,7 @@ impl Engine {
         let mut pages = self.pool.guards();
         let (next, prev) = self.wal.insert_position();
         let mut tx = Tx::new(&mut pages, st.meta, st.redo_lsn, next, prev);
-        let value = f(&mut tx)?;
+        let value = f(&mut tx).inspect_err(|e| self.note_failure(e))?;
         let out = tx.finish(now_us())?;
         if out.wal.is_empty() {
             return Ok(Outcome {
@@ -539,14 +554,21 @@ impl Engine {
         &self.recovery_report
     }
 
-    /// Redo totals and the recent rate.
+    /// Redo workers this node runs.
+    pub fn redo_workers(&self) -> usize {
+        self.redo_workers
+    }
+
+    /// Redo totals and the recent rate. Read without the redo lock,
+    /// which the dispatcher holds while it applies: the WAL receiver asks
+    /// for the rate in every status and must never wait for redo.
     pub fn redo_stats(&self) -> Arc<RedoStats> {
-        self.redo.lock().stats().clone()
+        self.redo_stats.clone()
     }
 
     /// Per-worker redo totals, in worker order.
     pub fn redo_worker_stats(&self) -> Arc<Vec<WorkerStats>> {
-        self.redo.lock().worker_stats().clone()
+        self.redo_worker_stats.clone()
     }
 
     fn wal_source(&self) -> WalSource {
@@ -563,6 +585,10 @@ impl Engine {
     /// from the applied position.
     pub fn cut_wal(&self, to: Lsn, prev: Lsn) -> Result<(), EngineError> {
         self.feed.lower_safe(to);
+        let _paused = self.feed.pause();
+        if let Some(e) = self.redo_fault() {
+            return Err(EngineError::RedoStopped(e));
+        }
         let mut redo = self.redo.lock();
         assert!(
             self.applied.lsn() <= to,
@@ -584,6 +610,20 @@ impl Engine {
         }
     }
 
+    /// A data-file sync that failed is final (`engine::data_file`): the
+    /// first time an error shows it, writes are fenced for good.
+    fn note_failure(&self, e: &EngineError) {
+        if matches!(e, EngineError::DataFile(DataFileError::Failed { .. }))
+            && self.write_block() != Some(WriteBlock::DataFileFailed)
+        {
+            tracing::error!(error = %e, "data file failed: refusing writes; restart the node to recover from the WAL");
+            self.write_block.store(
+                WriteBlock::DataFileFailed as u8,
+                std::sync::atomic::Ordering::Release,
+            );
+        }
+    }
+
     /// Fuzzy checkpoint: fixes a redo point, writes every page dirty at
     /// that moment (in small batches, releasing the lock between them),
     /// syncs the data file, records the redo point in the control file and
@@ -595,6 +635,19 @@ impl Engine {
     /// A checkpoint that keeps WAL segments from `keep_from` on (WAL that
     /// standbys or builds still need) even though recovery no longer does.
     pub fn checkpoint_keeping(&self, keep_from: Lsn) -> Result<RedoPoint, EngineError> {
+        let r = self.checkpoint_inner(keep_from);
+        if let Err(e) = &r {
+            self.note_failure(e);
+        }
+        r
+    }
+
+    fn checkpoint_inner(&self, keep_from: Lsn) -> Result<RedoPoint, EngineError> {
+        // After a failed sync nothing written since may be on disk: the
+        // redo point must not move (a restart recovers from the WAL).
+        if let Some(first) = self.pool.file_failure() {
+            return Err(EngineError::DataFile(DataFileError::Failed { first }));
+        }
         let (redo, redo_prev, dirty) = {
             let _gate = self.gate.reader();
             let mut st = self.state.lock();
@@ -657,6 +710,11 @@ impl Engine {
         &self.wal
     }
 
+    /// The data file's failed sync, if one failed (final until a restart).
+    pub fn data_file_failure(&self) -> Option<String> {
+        self.pool.file_failure()
+    }
+
     /// Buffer-pool counters, summed over the shards now.
     pub fn pool_stats(&self) -> Arc<PoolStats> {
         self.pool.stats()
@@ -689,6 +747,10 @@ impl Engine {
     /// appended will append, so `wal().inserted()` bounds every write.
     pub fn set_write_block(&self, block: Option<WriteBlock>) {
         let _st = self.state.lock();
+        if self.write_block() == Some(WriteBlock::DataFileFailed) {
+            // Final until a restart (`engine::data_file`).
+            return;
+        }
         self.write_block.store(
             block.map_or(0, |b| b as u8),
             std::sync::atomic::Ordering::Release,
@@ -700,9 +762,10 @@ impl Engine {
     /// local WAL, and says whether the WAL ends inside a group.
     pub fn replay_to_wal_end(&self) -> Result<ReplayEnd, EngineError> {
         assert_eq!(self.role(), Role::Standby, "replay_to_wal_end on a primary");
-        // The dispatcher applies what the receiver fed, then stays idle:
-        // the receiver stopped, so nothing more comes.
-        self.feed.drain();
+        // The dispatcher applies what the receiver fed and parks (the
+        // receiver stopped, so nothing more comes); this thread then
+        // drives redo to the end of the WAL.
+        let _paused = self.feed.pause();
         let mut redo = self.redo.lock();
         if let Some(e) = self.redo_fault() {
             return Err(EngineError::RedoStopped(e));
@@ -871,8 +934,16 @@ impl RedoHost for Engine {
     }
 
     fn redo_failed(&self, error: RedoError) {
-        tracing::error!(error = %error, "redo stopped: this node needs a build; it serves nothing until then");
-        self.redo_fault.lock().get_or_insert(error);
+        {
+            // The first error is the cause; later ones (other workers, or
+            // the same error returned again) add nothing.
+            let mut fault = self.redo_fault.lock();
+            if fault.is_some() {
+                return;
+            }
+            tracing::error!(error = %error, "redo stopped: this node needs a build; it serves nothing until then");
+            *fault = Some(error);
+        }
         self.applied.wake_all();
     }
 

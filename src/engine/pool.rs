@@ -35,7 +35,7 @@ pub struct Pool {
 
 impl Pool {
     /// `frames_total` frames split over the shards (each gets at least
-    /// 16), each with its own handle on `file`.
+    /// `SHARD_FRAMES_MIN`), each with its own handle on `file`.
     pub fn new(
         file: DataFile,
         frames_total: usize,
@@ -43,7 +43,7 @@ impl Pool {
     ) -> Result<Pool, DataFileError> {
         let shards = crate::redo::assembler::SLICES;
         let stats: Vec<Arc<PoolStats>> = (0..shards).map(|_| Arc::default()).collect();
-        let per_shard = (frames_total / shards).max(16);
+        let per_shard = (frames_total / shards).max(super::buffer_pool::SHARD_FRAMES_MIN);
         let mut handles = Vec::with_capacity(shards);
         for _ in 1..shards {
             handles.push(file.another_handle()?);

@@ -30,8 +30,19 @@ pub enum FeedMsg {
     },
     /// The `safe` mark moved (records were not queued).
     Safe,
-    /// Apply everything up to the `safe` mark, then answer.
-    Drain(Sender<()>),
+    /// Apply everything up to the `safe` mark, wait until nothing is in
+    /// flight, say so on `parked`, and touch nothing until `resume` is
+    /// dropped ([`Feed::pause`]).
+    Pause {
+        parked: Sender<()>,
+        resume: Receiver<()>,
+    },
+}
+
+/// Redo is parked while this lives ([`Feed::pause`]); dropping it lets the
+/// dispatcher go on.
+pub struct Paused {
+    _resume: Sender<()>,
 }
 
 /// Queued messages at most (each is small or counted in bytes).
@@ -95,19 +106,36 @@ impl Feed {
     }
 
     /// Blocks until the dispatcher applied everything up to the `safe`
-    /// mark as it is now (or stopped on an error).
-    pub fn drain(&self) {
-        let (ack_tx, ack_rx) = bounded(1);
-        if self.tx.send(FeedMsg::Drain(ack_tx)).is_ok() {
-            let _ = ack_rx.recv();
+    /// mark as it is now (or stopped on an error) and parked with nothing
+    /// in flight; it stays parked while the result lives. A role change
+    /// (promotion replay, a WAL cut) drives the pipeline itself meanwhile:
+    /// only one thread may wait for the workers' answers, or one could
+    /// take the answer the other waits for.
+    pub fn pause(&self) -> Paused {
+        let (parked_tx, parked_rx) = bounded(1);
+        let (resume_tx, resume_rx) = bounded(0);
+        if self
+            .tx
+            .send(FeedMsg::Pause {
+                parked: parked_tx,
+                resume: resume_rx,
+            })
+            .is_ok()
+        {
+            let _ = parked_rx.recv();
         }
+        Paused { _resume: resume_tx }
     }
 
-    /// Dispatcher: the next message, waiting up to `timeout`.
-    pub(crate) fn next(&self, timeout: std::time::Duration) -> Option<FeedMsg> {
-        let msg = self.rx.recv_timeout(timeout).ok()?;
-        self.taken(&msg);
-        Some(msg)
+    /// Dispatcher: the channel, to wait on it together with the workers'
+    /// answers; hand what it receives to [`Feed::received`].
+    pub(crate) fn receiver(&self) -> &Receiver<FeedMsg> {
+        &self.rx
+    }
+
+    /// Dispatcher: a message taken from [`Feed::receiver`].
+    pub(crate) fn received(&self, msg: &FeedMsg) {
+        self.taken(msg);
     }
 
     /// Dispatcher: a queued message, if any.

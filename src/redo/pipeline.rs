@@ -69,7 +69,7 @@ use parking_lot::Mutex;
 use super::assembler::{head_at, Assembler, SLICES};
 use super::dispatcher::{assign, Batch, Owners};
 use super::feed::{Feed, FeedMsg};
-use super::workers::{RedoError, WorkerStats, Workers};
+use super::workers::{Done, RedoError, WorkerStats, Workers};
 use crate::config::limits::{REDO_BATCH_BYTES_MAX, REDO_BATCH_RECORDS_MAX};
 use crate::ids::{Lsn, TimelineId};
 use crate::wal::reader::{EndOfWal, WalReader};
@@ -414,6 +414,29 @@ impl Redo {
         }
     }
 
+    /// Batches in flight.
+    pub fn in_flight(&self) -> usize {
+        self.workers.in_flight()
+    }
+
+    /// The workers' answers (see [`Workers::done_channel`]).
+    pub fn done_channel(&self) -> crossbeam_channel::Receiver<Done> {
+        self.workers.done_channel()
+    }
+
+    /// A worker's answer arrived: publish what is complete.
+    pub fn note_done(&mut self, msg: Done, hooks: &dyn RedoHooks) -> Result<(), RedoError> {
+        self.workers.note_done(msg);
+        let done = self.workers.completed(false)?;
+        self.publish(done, hooks);
+        Ok(())
+    }
+
+    /// Submits a batch of the complete groups taken (no wait).
+    pub fn submit(&mut self, hooks: &dyn RedoHooks) -> Result<(), RedoError> {
+        self.apply_batch(hooks)
+    }
+
     /// After an error: lets readers in again (the host refuses every
     /// transaction once redo failed, so nothing half applied is served).
     pub fn release_gate(&mut self, hooks: &dyn RedoHooks) {
@@ -424,7 +447,7 @@ impl Redo {
 
     /// Waits until every batch submitted is complete, refreshes the meta
     /// page if a batch changed it, and opens the gate.
-    fn settle(&mut self, hooks: &dyn RedoHooks) -> Result<(), RedoError> {
+    pub fn settle(&mut self, hooks: &dyn RedoHooks) -> Result<(), RedoError> {
         let done = self.workers.drain()?;
         self.publish(done, hooks);
         if self.meta_stale {
@@ -561,38 +584,72 @@ pub trait RedoHost: RedoHooks + Send + Sync {
 
 /// Body of the `redo-dispatcher` thread of a node: applies what the WAL
 /// receiver feeds, up to its `safe` mark, reading the local WAL where the
-/// feed skipped records. `host` gives the node while it lives; the thread
-/// ends when it is gone.
+/// feed skipped records. It waits on its input and on the workers'
+/// answers together, so batches stay in flight while more input arrives
+/// (a live standby's WAL comes a frame at a time) and the applied LSN
+/// moves as soon as a batch completes; it lets readers in (settles) as
+/// soon as nothing is in flight and nothing is queued. `host` gives the
+/// node while it lives; the thread ends when it is gone.
 pub fn run_dispatcher(feed: &Feed, host: impl Fn() -> Option<Arc<dyn RedoHost>>) {
+    let Some(done) = host().map(|h| h.redo().lock().done_channel()) else {
+        return;
+    };
     loop {
-        let Some(msg) = feed.next(Duration::from_secs(1)) else {
-            if host().is_none() {
-                return;
-            }
-            continue;
+        let event = crossbeam_channel::select! {
+            recv(feed.receiver()) -> m => m.map_or(Event::FeedGone, Event::Input),
+            recv(done) -> d => d.map_or(Event::WorkersGone, Event::Done),
+            default(Duration::from_secs(1)) => Event::Tick,
         };
         let Some(host) = host() else {
             return;
         };
-        let mut drains = Vec::new();
-        let mut msg = Some(msg);
-        // Take everything queued, then apply it as one or more batches.
+        match event {
+            Event::FeedGone => return,
+            Event::WorkersGone => {
+                // Every worker thread ended (a panic): redo cannot go on.
+                host.redo_failed(RedoError::WorkerGone);
+                host.redo().lock().release_gate(&*host);
+                return;
+            }
+            _ => {}
+        }
+        let mut pause = None;
         let result = (|| -> Result<(), RedoError> {
             let mut redo = host.redo().lock();
-            while let Some(m) = msg.take() {
+            let mut input = match event {
+                Event::Input(m) => {
+                    feed.received(&m);
+                    Some(m)
+                }
+                Event::Done(d) => {
+                    redo.note_done(d, &*host)?;
+                    None
+                }
+                Event::Tick | Event::FeedGone | Event::WorkersGone => None,
+            };
+            // Everything queued, then whatever the files hold up to `safe`.
+            while let Some(m) = input.take() {
                 match m {
-                    FeedMsg::Drain(ack) => drains.push(ack),
+                    FeedMsg::Pause { parked, resume } => {
+                        // Park after what came before it, before the rest.
+                        pause = Some((parked, resume));
+                        break;
+                    }
                     _ if host.redo_has_failed() => {}
                     FeedMsg::Chunk { start, prev, bytes } => {
                         take_fed(&mut redo, start, prev, &bytes, &*host)?
                     }
                     FeedMsg::Safe => {}
                 }
-                msg = feed.try_next();
+                input = feed.try_next();
             }
-            if !host.redo_has_failed() {
-                redo.read_wal(&host.wal_source(), feed.safe(), &*host)?;
-                redo.flush(&*host)?;
+            if host.redo_has_failed() {
+                return Ok(());
+            }
+            redo.read_wal(&host.wal_source(), feed.safe(), &*host)?;
+            redo.submit(&*host)?;
+            if pause.is_some() || (redo.in_flight() == 0 && feed.receiver().is_empty()) {
+                redo.settle(&*host)?;
             }
             Ok(())
         })();
@@ -600,10 +657,22 @@ pub fn run_dispatcher(feed: &Feed, host: impl Fn() -> Option<Arc<dyn RedoHost>>)
             host.redo_failed(e);
             host.redo().lock().release_gate(&*host);
         }
-        for ack in drains {
-            let _ = ack.send(());
+        if let Some((parked, resume)) = pause {
+            // Parked without the redo lock: the pauser drives redo now.
+            let _ = parked.send(());
+            let _ = resume.recv();
         }
     }
+}
+
+enum Event {
+    Input(FeedMsg),
+    Done(Done),
+    Tick,
+    /// The engine (the feed's sender) is gone.
+    FeedGone,
+    /// Every worker thread is gone.
+    WorkersGone,
 }
 
 /// Takes fed records: those before `next()` were read from the files

@@ -61,13 +61,16 @@ pub struct WorkerStats {
 /// Batches a worker's queue holds before the dispatcher waits.
 const QUEUE_BATCHES: usize = 8;
 
+/// A worker's answer: `(worker, batch seq, result)`.
+pub type Done = (usize, u64, Result<(), RedoError>);
+
 pub struct Workers {
     pool: Arc<Pool>,
     count: usize,
     /// Queues of the worker threads (empty with one worker).
     jobs: Vec<Sender<(u64, Arc<Batch>)>>,
     /// `(worker, batch seq, result)` as each worker finishes a batch.
-    done: Receiver<(usize, u64, Result<(), RedoError>)>,
+    done: Receiver<Done>,
     stats: Arc<Vec<WorkerStats>>,
     next_seq: u64,
     /// Submitted and not finished by every worker, oldest first.
@@ -153,6 +156,23 @@ impl Workers {
         self.inflight.len()
     }
 
+    /// The workers' answers, for a dispatcher that waits on them together
+    /// with its input; hand what it receives to [`Workers::note_done`].
+    /// With one worker there are no answers (it applies inline): a channel
+    /// that never delivers, not the disconnected one (which would read as
+    /// "every worker is gone").
+    pub fn done_channel(&self) -> Receiver<Done> {
+        if self.jobs.is_empty() {
+            return crossbeam_channel::never();
+        }
+        self.done.clone()
+    }
+
+    /// An answer received from [`Workers::done_channel`].
+    pub fn note_done(&mut self, msg: Done) {
+        self.finished_one(msg);
+    }
+
     /// Hands a batch to every worker (with one worker: applies it now).
     /// Waits when a worker's queue is full.
     pub fn submit(&mut self, batch: Arc<Batch>) -> Result<(), RedoError> {
@@ -215,7 +235,7 @@ impl Workers {
         }
     }
 
-    fn finished_one(&mut self, (w, seq, r): (usize, u64, Result<(), RedoError>)) {
+    fn finished_one(&mut self, (w, seq, r): Done) {
         if let Err(e) = r {
             self.error.get_or_insert(e);
         }
@@ -260,12 +280,21 @@ fn apply_share(pool: &Pool, batch: &Batch, w: usize, stats: &WorkerStats) -> Res
                 page,
                 reason: e.to_string(),
             })?;
+        if crate::failpoints::redo_apply_fails() {
+            return Err(RedoError::Apply {
+                lsn,
+                source: ApplyError::NoRoom { lsn, page },
+            });
+        }
         if needs_redo(buf, lsn) {
             apply(buf, lsn, &rec).map_err(|source| RedoError::Apply { lsn, source })?;
         }
         records += 1;
     }
     drop(shards);
+    if let Some(per_record) = crate::failpoints::redo_record_delay() {
+        std::thread::sleep(per_record * records as u32);
+    }
     stats.records.fetch_add(records, Ordering::Relaxed);
     stats
         .busy_ns

@@ -60,6 +60,8 @@ pub struct ReplContext {
     pub role_change: Mutex<()>,
     /// This process started its post-crash timeline (`roles`).
     pub resumed_after_crash: std::sync::atomic::AtomicBool,
+    /// The commit throttle of `recovery_time_target` (`rto`).
+    pub throttle: super::rto::Throttle,
 }
 
 /// Why a node needs a build, for INFO and `tandemctl query`.
@@ -103,6 +105,7 @@ impl ReplContext {
             peers: Vec::new(),
             role_change: Mutex::new(()),
             resumed_after_crash: Default::default(),
+            throttle: super::rto::Throttle::new(0),
         }
     }
 

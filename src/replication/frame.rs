@@ -19,7 +19,8 @@
 //!   that decodes is one our own encoder could have produced.
 //!
 //! ```text
-//! frame, little-endian (FORMAT_VERSION 1)
+//! frame, little-endian (FORMAT_VERSION 3: version 2 added `receipt` to
+//! WalData, version 3 the SyncRule frame and StandbyStatus.estimated_rto_ms)
 //!  0    2    3    4            8            12
 //!  +----+----+----+------------+------------+-----------...
 //!  | TR |kind|flag| payload_len| crc32c     | payload
@@ -60,9 +61,12 @@
 //!                    flush answers it)
 //!                                                 = 17 + n   primary -> standby
 //!  17 StandbyStatus  received u64 | written u64 | flushed u64 | applied u64 |
-//!                    time_us u64 | reply_requested bool
-//!                    (received >= written >= flushed >= applied)
-//!                                                 = 41 bytes standby -> primary
+//!                    time_us u64 | reply_requested bool | estimated_rto_ms u32
+//!                    (received >= written >= flushed >= applied;
+//!                    estimated_rto_ms: how long the standby's redo needs for
+//!                    what it received and has not applied, see
+//!                    replication::rto)
+//!                                                 = 45 bytes standby -> primary
 //!  18 Keepalive      flushed u64 | time_us u64 | reply_requested bool
 //!                                                 = 17 bytes primary -> standby
 //!  19 TimelineSwitch history (rest: the primary's timeline history file,
@@ -102,7 +106,7 @@ use crate::ids::{Lsn, SystemId, TimelineId};
 use crate::page::PAGE_BYTES;
 
 /// Version of this wire format, sent in `Hello.protocol_version`.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const MAGIC: [u8; 2] = *b"TR";
 pub const FRAME_HEADER_BYTES: usize = 12;
 /// Most WAL bytes one `WalData` or `BuildWal` carries. 4 MiB: a full WAL
@@ -297,6 +301,7 @@ pub enum Message {
         applied: Lsn,
         time_us: u64,
         reply_requested: bool,
+        estimated_rto_ms: u32,
     },
     Keepalive {
         flushed: Lsn,
@@ -544,6 +549,7 @@ impl Message {
                 applied,
                 time_us,
                 reply_requested,
+                estimated_rto_ms,
             } => {
                 assert!(
                     received >= written && written >= flushed && flushed >= applied,
@@ -554,6 +560,7 @@ impl Message {
                 }
                 out.extend_from_slice(&time_us.to_le_bytes());
                 out.push(u8::from(*reply_requested));
+                out.extend_from_slice(&estimated_rto_ms.to_le_bytes());
             }
             Message::Keepalive {
                 flushed,
@@ -715,6 +722,7 @@ impl Message {
                 let applied = Lsn(r.u64()?);
                 let time_us = r.u64()?;
                 let reply_requested = r.bool("reply_requested")?;
+                let estimated_rto_ms = r.u32()?;
                 r.finish()?;
                 if !(received >= written && written >= flushed && flushed >= applied) {
                     return Err(FrameError::StatusOrder {
@@ -731,6 +739,7 @@ impl Message {
                     applied,
                     time_us,
                     reply_requested,
+                    estimated_rto_ms,
                 }
             }
             MessageKind::Keepalive => Message::Keepalive {
@@ -1182,16 +1191,17 @@ mod tests {
                     }
                 }
             ),
-            (arb_stages(), any::<u64>(), any::<bool>()).prop_map(|(s, time_us, r)| {
-                Message::StandbyStatus {
+            (arb_stages(), any::<u64>(), any::<bool>(), any::<u32>()).prop_map(
+                |(s, time_us, r, rto)| Message::StandbyStatus {
                     received: s[0],
                     written: s[1],
                     flushed: s[2],
                     applied: s[3],
                     time_us,
                     reply_requested: r,
+                    estimated_rto_ms: rto,
                 }
-            }),
+            ),
             (arb_lsn(), any::<u64>(), any::<bool>()).prop_map(|(flushed, time_us, r)| {
                 Message::Keepalive {
                     flushed,
@@ -1484,6 +1494,7 @@ mod tests {
             payload.extend_from_slice(&l.to_le_bytes());
         }
         payload.push(0);
+        payload.extend_from_slice(&0u32.to_le_bytes());
         assert_eq!(
             Message::decode(MessageKind::StandbyStatus, &payload).unwrap_err(),
             FrameError::StatusOrder {

@@ -9,7 +9,9 @@
 //! - [`sync_commit`]: `synchronous_commit` / `synchronous_standby_names`
 //!   rules and the commit horizon they give;
 //! - [`timeline`]: timeline history (switches, which timeline wrote an
-//!   LSN, whether a standby can follow a switch) and its history files.
+//!   LSN, whether a standby can follow a switch) and its history files;
+//! - [`rto`]: a standby's estimated recovery time and the primary's
+//!   commit throttle for `recovery_time_target`.
 //!
 //! The I/O side, on its own threads with compio runtimes:
 //! - [`sender`]: primary side of the replication port (handshake, WAL
@@ -36,6 +38,7 @@ pub mod metrics;
 pub mod pending;
 pub mod receiver;
 pub mod roles;
+pub mod rto;
 pub mod sender;
 pub mod status;
 pub mod sync_commit;

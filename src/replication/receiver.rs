@@ -316,7 +316,7 @@ async fn stream_once(
                         end_of_flushed,
                         receipt,
                     } => {
-                        test_panic();
+                        crate::failpoints::receiver_on_wal();
                         primary_flushed = primary_flushed.max(end_of_flushed);
                         if start != next {
                             return Err(ConnError::Unexpected {
@@ -332,10 +332,10 @@ async fn stream_once(
                         )?;
                         let end = start.add(bytes.len() as u64);
                         ctx.upstream.update(|s| s.received = end);
-                        if let Some(delay) = test_write_delay() {
+                        if let Some(delay) = crate::failpoints::receiver_write_delay() {
                             // Only a frame that asks for a receipt gets one
                             // before the slow write: the tests that use this
-                            // knob show remote_receive commits ask for it.
+                            // failpoint show remote_receive commits ask for it.
                             if receipt {
                                 status(&mut w, ctx, false).await?;
                             }
@@ -566,31 +566,16 @@ enum Event {
     Applied,
 }
 
-/// Test knob (a fault a process cannot provoke from outside): with
-/// `TANDEM_TEST_STANDBY_WRITE_DELAY_MS` set, the receiver waits that long
-/// between acknowledging receipt and writing, like a standby with a slow
-/// disk. Tests use it to show `remote_receive` does not wait for what
-/// `on` waits for.
-fn test_write_delay() -> Option<Duration> {
-    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
-    *DELAY.get_or_init(|| {
-        std::env::var("TANDEM_TEST_STANDBY_WRITE_DELAY_MS")
-            .ok()?
-            .parse()
-            .ok()
-            .map(Duration::from_millis)
-    })
-}
-
-/// Test knob: with `TANDEM_TEST_RECEIVER_PANIC=1` the receiver panics on
-/// the first WAL it receives, standing in for a bug, so a test can show
-/// that a panicking role thread stops the node (`node::abort_on_panic`)
-/// instead of leaving a standby that serves reads and replicates nothing.
-fn test_panic() {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *ON.get_or_init(|| std::env::var("TANDEM_TEST_RECEIVER_PANIC").is_ok_and(|v| v == "1")) {
-        panic!("TANDEM_TEST_RECEIVER_PANIC: simulated bug in the WAL receiver");
-    }
+/// This standby's estimated recovery time (`replication::rto`).
+pub fn estimated_rto_ms(ctx: &ReplContext) -> u64 {
+    let received = ctx.upstream.get().map_or(Lsn::ZERO, |s| s.received);
+    let backlog = received.bytes_since(ctx.engine.applied_lsn());
+    let rate = ctx
+        .engine
+        .redo_stats()
+        .rate_bytes_per_s
+        .load(std::sync::atomic::Ordering::Relaxed);
+    super::rto::estimate_ms(backlog, rate)
 }
 
 async fn status(
@@ -601,11 +586,13 @@ async fn status(
     let Some(s) = ctx.upstream.get() else {
         return Ok(());
     };
+    let applied = ctx.engine.applied_lsn();
     w.send(&Message::StandbyStatus {
         received: s.received,
         written: s.written,
         flushed: s.flushed,
-        applied: ctx.engine.applied_lsn(),
+        applied,
+        estimated_rto_ms: estimated_rto_ms(ctx).min(u32::MAX as u64) as u32,
         time_us: now_us(),
         reply_requested,
     })

@@ -344,7 +344,7 @@ pub fn adopt_timeline(
     if let Follow::Diverged { at } = decision {
         // Redo applies what it was handed first, so the applied LSN below
         // is final: nothing handed over is applied after the cut.
-        ctx.engine.redo_feed().drain();
+        drop(ctx.engine.redo_feed().pause());
         if let Some(prev) = unapplied_boundary(ctx, at, our_end) {
             ctx.engine.cut_wal(at, prev)?;
             truncated = Some((at, prev));

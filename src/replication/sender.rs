@@ -340,6 +340,7 @@ async fn stream_wal(
         // Not known until its first status (it may still be redoing WAL
         // it holds): a `remote_apply` commit must not count it before.
         applied: Lsn::ZERO,
+        estimated_rto_ms: 0,
         last_reply: now,
         connected_at: now,
     });
@@ -614,6 +615,31 @@ fn time_acks(ctx: &ReplContext, log: &SentLog, received: Lsn, flushed: Lsn, appl
     }
 }
 
+/// Feeds the worst estimated recovery time among the standbys that count
+/// for synchronous commit to the commit throttle (`replication::rto`).
+fn update_throttle(ctx: &ReplContext) {
+    if ctx.throttle.target_ms() == 0 {
+        return;
+    }
+    let standbys = ctx.standbys.snapshot();
+    let positions: Vec<_> = standbys.iter().map(StandbyEntry::position).collect();
+    let states = super::sync_commit::sync_states(&ctx.sync.names(), &positions);
+    let worst = standbys
+        .iter()
+        .zip(states)
+        .filter(|(e, st)| {
+            e.state != LinkState::Disconnected
+                && matches!(
+                    st,
+                    super::sync_commit::SyncState::Sync | super::sync_commit::SyncState::Quorum
+                )
+        })
+        .map(|(e, _)| e.estimated_rto_ms)
+        .max()
+        .unwrap_or(0);
+    ctx.throttle.update(worst);
+}
+
 async fn read_status(
     ctx: Arc<ReplContext>,
     id: u64,
@@ -628,6 +654,7 @@ async fn read_status(
                 written,
                 flushed,
                 applied,
+                estimated_rto_ms,
                 ..
             }) => {
                 time_acks(&ctx, &in_flight, received, flushed, applied);
@@ -636,9 +663,11 @@ async fn read_status(
                     e.written = e.written.max(written);
                     e.flushed = e.flushed.max(flushed);
                     e.applied = e.applied.max(applied);
+                    e.estimated_rto_ms = u64::from(estimated_rto_ms);
                     e.last_reply = Instant::now();
                 });
                 ctx.sync.recompute(&ctx.standbys);
+                update_throttle(&ctx);
             }
             Ok(other) => {
                 tracing::warn!(kind = ?other.kind(), "unexpected message from standby; disconnecting");

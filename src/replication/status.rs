@@ -53,6 +53,8 @@ pub struct StandbyEntry {
     pub written: Lsn,
     pub flushed: Lsn,
     pub applied: Lsn,
+    /// The standby's estimated recovery time from its last status.
+    pub estimated_rto_ms: u64,
     pub last_reply: Instant,
     pub connected_at: Instant,
 }

@@ -428,6 +428,7 @@ mod tests {
             applied: Lsn(lsn),
             last_reply: now,
             connected_at: now,
+            estimated_rto_ms: 0,
         }
     }
 

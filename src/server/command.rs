@@ -70,6 +70,10 @@ pub enum CommandError {
     TimeoutNotInteger,
     #[error("ERR timeout is negative")]
     TimeoutNegative,
+    /// Redis's wording for a negative count or position
+    /// (`getPositiveLongFromObjectOrReply`); zero is allowed.
+    #[error("ERR value is out of range, must be positive")]
+    ValueNegative,
     #[error("ERR No shutdown in progress.")]
     NoShutdownInProgress,
 
@@ -104,6 +108,10 @@ pub enum CommandError {
     ReadOnly { primary: String },
     #[error("ERR WAIT cannot be used with replica instances.")]
     WaitOnStandby,
+    /// `WAITLSN` and `REPL WAITLSN` ran out of time; `applied` is this
+    /// node's applied LSN at that moment.
+    #[error("TIMEOUT applied {applied}")]
+    WaitLsnTimeout { applied: u64 },
 }
 
 /// SET's existence condition.
@@ -234,6 +242,13 @@ pub enum Command<'a> {
     /// `LASTLSN`: the commit LSN of this connection's last write (0 if
     /// none), for `WAITLSN` on another node (read-your-writes).
     LastLsn,
+    /// `WAITLSN lsn timeout_ms`: until this node applied `lsn` (a standby:
+    /// redo's applied LSN; a primary: its flushed WAL); `timeout_ms == 0`
+    /// waits without limit.
+    WaitLsn {
+        lsn: u64,
+        timeout_ms: u64,
+    },
     /// `REPL ...`: role changes for the ctl tool (promote, fence, demote,
     /// follow, wait for an LSN).
     Repl(ReplCommand<'a>),
@@ -289,6 +304,7 @@ pub enum CommandKind {
     Select,
     Repl,
     LastLsn,
+    WaitLsn,
 }
 
 /// Longest command name, in bytes.
@@ -333,6 +349,7 @@ impl CommandKind {
             b"wait" => Self::Wait,
             b"select" => Self::Select,
             b"lastlsn" => Self::LastLsn,
+            b"waitlsn" => Self::WaitLsn,
             _ => return None,
         })
     }
@@ -531,7 +548,7 @@ const fn container(spec: CommandSpec, subcommands: &'static [CommandSpec]) -> Co
 
 /// Every command, indexed by [`CommandKind`].
 #[rustfmt::skip]
-pub static COMMAND_TABLE: [CommandSpec; 30] = [
+pub static COMMAND_TABLE: [CommandSpec; 31] = [
     spec("get", 2, READ_FAST, ONE_KEY, "string", "1.0.0", "Returns the string value of a key."),
     spec("set", -3, &["write", "denyoom"], ONE_KEY, "string", "1.0.0", "Sets the string value of a key. The key is created if it doesn't exist."),
     spec("del", -2, &["write"], ALL_KEYS, "generic", "1.0.0", "Deletes one or more keys."),
@@ -562,9 +579,10 @@ pub static COMMAND_TABLE: [CommandSpec; 30] = [
     spec("select", 2, &["loading", "stale", "fast"], NO_KEYS, "connection", "2.0.0", "Changes the selected database (only 0 exists)."),
     container(spec("repl", -2, &["admin", "noscript", "no_multi"], NO_KEYS, "server", "tandem", "A container for role changes (switchover, failover) driven by tandemctl."), REPL_SUBCOMMANDS),
     spec("lastlsn", 1, &["fast", "loading", "stale"], NO_KEYS, "connection", "tandem", "Returns the commit LSN of the connection's last write (0 if none), for WAITLSN on another node."),
+    spec("waitlsn", 3, &["noscript", "no_multi", "loading", "stale"], NO_KEYS, "connection", "tandem", "Blocks until this node applied the given LSN (timeout in ms, 0 = no limit); replies the applied LSN or TIMEOUT applied <lsn>."),
 ];
 
-const _: () = assert!(COMMAND_TABLE.len() == CommandKind::LastLsn as usize + 1);
+const _: () = assert!(COMMAND_TABLE.len() == CommandKind::WaitLsn as usize + 1);
 
 const REPL_ADMIN: &[&str] = &["admin", "noscript", "no_multi"];
 
@@ -621,7 +639,7 @@ const REPL_SUBCOMMANDS: &[CommandSpec] = &[
         NO_KEYS,
         "server",
         "tandem",
-        "Waits until the applied LSN reaches the given LSN (timeout in ms).",
+        "Waits until the applied LSN reaches the given LSN (timeout in ms, 0 = no limit).",
     ),
 ];
 
@@ -807,12 +825,10 @@ impl<'a> Command<'a> {
                 "repl|unfence" => ReplCommand::Unfence,
                 "repl|demote" => ReplCommand::Demote { upstream: arg(2) },
                 "repl|follow" => ReplCommand::Follow { upstream: arg(2) },
-                "repl|waitlsn" => ReplCommand::WaitLsn {
-                    lsn: u64::try_from(parse_integer(arg(2))?)
-                        .map_err(|_| CommandError::NotInteger)?,
-                    timeout_ms: u64::try_from(parse_integer(arg(3))?)
-                        .map_err(|_| CommandError::NotInteger)?,
-                },
+                "repl|waitlsn" => {
+                    let (lsn, timeout_ms) = parse_wait_lsn(arg(2), arg(3))?;
+                    ReplCommand::WaitLsn { lsn, timeout_ms }
+                }
                 _ => return Err(wrong_arity()),
             }),
             CommandKind::Select => {
@@ -826,6 +842,10 @@ impl<'a> Command<'a> {
                 Command::Select
             }
             CommandKind::LastLsn => Command::LastLsn,
+            CommandKind::WaitLsn => {
+                let (lsn, timeout_ms) = parse_wait_lsn(arg(1), arg(2))?;
+                Command::WaitLsn { lsn, timeout_ms }
+            }
         })
     }
 
@@ -866,6 +886,7 @@ impl<'a> Command<'a> {
             Command::Wait { .. } => "wait",
             Command::Select => "select",
             Command::LastLsn => "lastlsn",
+            Command::WaitLsn { .. } => "waitlsn",
             Command::Repl(ReplCommand::Promote { .. }) => "repl|promote",
             Command::Repl(ReplCommand::Fence) => "repl|fence",
             Command::Repl(ReplCommand::Unfence) => "repl|unfence",
@@ -921,6 +942,7 @@ fn container_display_name(kind: CommandKind) -> &'static str {
     match kind {
         CommandKind::Client => "CLIENT",
         CommandKind::Command => "COMMAND",
+        CommandKind::Repl => "REPL",
         _ => "CONFIG",
     }
 }
@@ -1083,6 +1105,17 @@ fn parse_wait<'a>(replicas: &[u8], timeout: &[u8]) -> Result<Command<'a>, Comman
         replicas,
         timeout_ms,
     })
+}
+
+/// The arguments of `WAITLSN` and `REPL WAITLSN`: an LSN (a non-negative
+/// integer, as `LASTLSN` and `INFO` print it) and a timeout in ms (WAIT's
+/// rules and errors; 0 = no limit).
+fn parse_wait_lsn(lsn: &[u8], timeout: &[u8]) -> Result<(u64, u64), CommandError> {
+    let lsn = parse_integer(lsn)?;
+    let lsn = u64::try_from(lsn).map_err(|_| CommandError::ValueNegative)?;
+    let timeout = parse_i64(timeout).ok_or(CommandError::TimeoutNotInteger)?;
+    let timeout_ms = u64::try_from(timeout).map_err(|_| CommandError::TimeoutNegative)?;
+    Ok((lsn, timeout_ms))
 }
 
 /// INCRBY on a stored value: `current` is the stored bytes (`b"0"` for a
@@ -1325,6 +1358,50 @@ mod tests {
             ("shutdown nosave save", "ERR syntax error"),
             ("shutdown later", "ERR syntax error"),
             ("shutdown abort", "ERR No shutdown in progress."),
+            (
+                "waitlsn",
+                "ERR wrong number of arguments for 'waitlsn' command",
+            ),
+            (
+                "waitlsn 1",
+                "ERR wrong number of arguments for 'waitlsn' command",
+            ),
+            (
+                "waitlsn 1 2 3",
+                "ERR wrong number of arguments for 'waitlsn' command",
+            ),
+            ("waitlsn x 0", "ERR value is not an integer or out of range"),
+            (
+                "waitlsn 1.5 0",
+                "ERR value is not an integer or out of range",
+            ),
+            (
+                "waitlsn 18446744073709551615 0",
+                "ERR value is not an integer or out of range",
+            ),
+            (
+                "waitlsn -1 0",
+                "ERR value is out of range, must be positive",
+            ),
+            (
+                "waitlsn 1 x",
+                "ERR timeout is not an integer or out of range",
+            ),
+            ("waitlsn 1 -1", "ERR timeout is negative"),
+            (
+                "repl waitlsn x 0",
+                "ERR value is not an integer or out of range",
+            ),
+            (
+                "repl waitlsn -5 0",
+                "ERR value is out of range, must be positive",
+            ),
+            ("repl waitlsn 5 -1", "ERR timeout is negative"),
+            (
+                "repl waitlsn 5",
+                "ERR wrong number of arguments for 'repl|waitlsn' command",
+            ),
+            ("repl nope", "ERR unknown subcommand 'nope'. Try REPL HELP."),
         ] {
             assert_eq!(outcome(line), expected, "{line:?}");
         }
@@ -1381,6 +1458,10 @@ mod tests {
             "shutdown nosave now force",
             "wait 1 0",
             "select 0",
+            "waitlsn 0 0",
+            "WaitLsn 123456 100",
+            "waitlsn 9223372036854775807 0",
+            "repl waitlsn 10 0",
         ] {
             assert_eq!(outcome(line), "ok", "{line:?}");
         }
@@ -1497,6 +1578,27 @@ mod tests {
                 }
             )
         });
+        parsed("waitlsn 4096 250", |c| {
+            assert_eq!(
+                c,
+                Command::WaitLsn {
+                    lsn: 4096,
+                    timeout_ms: 250
+                }
+            );
+            assert_eq!(c.name(), "waitlsn");
+            assert!(!c.is_write());
+            assert_eq!(c.keys().count(), 0);
+        });
+        parsed("repl waitlsn 7 0", |c| {
+            assert_eq!(
+                c,
+                Command::Repl(ReplCommand::WaitLsn {
+                    lsn: 7,
+                    timeout_ms: 0
+                })
+            )
+        });
         parsed("command info get", |c| assert_eq!(c.name(), "command|info"));
         parsed("ping", |c| {
             assert_eq!(c.keys().count(), 0);
@@ -1569,7 +1671,7 @@ mod tests {
         }
         let mut out = Vec::new();
         write_command_reply(&mut out, Protocol::Resp2, &CommandQuery::Count);
-        assert_eq!(out, b":30\r\n");
+        assert_eq!(out, b":31\r\n");
         let args = owned("command info nope");
         let Command::Command(query) = Command::parse(args.as_args()).unwrap() else {
             panic!()
@@ -1607,6 +1709,7 @@ mod tests {
                         "set", "SCAN", "hello", "client", "config", "command", "get", "mset",
                         "nx", "xx", "ex", "get", "match", "count", "type", "auth", "setname",
                         "0", "-1", "3", "abort", "nosave", "save", "docs", "info", "set",
+                        "waitlsn", "lastlsn", "repl",
                     ]).prop_map(|s| s.as_bytes().to_vec()),
                     prop::collection::vec(any::<u8>(), 0..6),
                 ],

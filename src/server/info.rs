@@ -132,7 +132,16 @@ fn replication_section(node: &Node, s: &mut String) {
         .filter(|e| e.state != LinkState::Disconnected)
         .collect();
     let _ = write!(s, "# Replication\r\n");
-    let needs_build = repl.needs_build();
+    // Redo that stopped on a fault of the data makes the node need a
+    // build, whether or not its receiver has noticed yet.
+    let needs_build = repl.needs_build().or_else(|| {
+        engine
+            .redo_fault()
+            .map(|e| crate::replication::context::NeedsBuild {
+                reason: format!("redo failed: {e}"),
+                divergence: None,
+            })
+    });
     if node.is_standby() {
         let up = repl.upstream.get();
         let state = up
@@ -155,6 +164,16 @@ fn replication_section(node: &Node, s: &mut String) {
             wal.flushed(),
             engine.applied_lsn(),
         );
+        let received = up.as_ref().map(|u| u.received).unwrap_or(Lsn::ZERO);
+        let stats = engine.redo_stats();
+        let _ = write!(
+            s,
+            "redo_workers:{}\r\nredo_backlog_bytes:{}\r\nredo_rate_bytes_per_s:{}\r\nestimated_rto_ms:{}\r\n",
+            engine.redo_workers(),
+            received.bytes_since(engine.applied_lsn()),
+            stats.rate_bytes_per_s.load(std::sync::atomic::Ordering::Relaxed),
+            crate::replication::receiver::estimated_rto_ms(repl),
+        );
         if let Some(e) = up.as_ref().and_then(|u| u.last_error.as_ref()) {
             let _ = write!(
                 s,
@@ -169,13 +188,26 @@ fn replication_section(node: &Node, s: &mut String) {
             _ if needs_build.is_some() => "needs_build",
             Some(WriteBlock::NeedsBuild) => "needs_build",
             Some(WriteBlock::Pending) => "pending",
+            Some(WriteBlock::DataFileFailed) => "fault",
             _ => "primary",
         };
         let _ = write!(
             s,
-            "role:{role}\r\ntimeline:{}\r\nflush_lsn:{flushed}\r\napplied_lsn:{flushed}\r\nfenced:{}\r\n",
+            "role:{role}\r\ntimeline:{}\r\nflush_lsn:{flushed}\r\napplied_lsn:{flushed}\r\nfenced:{}\r\nrecovery_time_target:{}\r\nrto_throttle_us:{}\r\n",
             engine.timeline(),
             u8::from(block == Some(WriteBlock::Switchover)),
+            repl.throttle.target_ms() / 1000,
+            repl.throttle.delay_us(),
+        );
+    }
+    if engine.write_block() == Some(WriteBlock::DataFileFailed) {
+        let _ = write!(
+            s,
+            "fault_reason:{}\r\n",
+            engine
+                .data_file_failure()
+                .unwrap_or_default()
+                .replace(['\r', '\n'], " ")
         );
     }
     let history = repl.history.lock().clone();
@@ -217,7 +249,7 @@ fn replication_section(node: &Node, s: &mut String) {
         let lag_ms = e.last_reply.elapsed().as_millis();
         let _ = write!(
             s,
-            "standby{i}:name={},addr={},state={},sent_lsn={},receive_lsn={},write_lsn={},flush_lsn={},replay_lsn={},lag_bytes={},reply_age_ms={lag_ms},sync_state={}\r\n",
+            "standby{i}:name={},addr={},state={},sent_lsn={},receive_lsn={},write_lsn={},flush_lsn={},replay_lsn={},lag_bytes={},reply_age_ms={lag_ms},estimated_rto_ms={},sync_state={}\r\n",
             e.name,
             e.addr,
             e.state.as_str(),
@@ -227,6 +259,7 @@ fn replication_section(node: &Node, s: &mut String) {
             e.flushed,
             e.applied,
             end.bytes_since(e.applied),
+            e.estimated_rto_ms,
             st.as_str(),
         );
     }
@@ -242,6 +275,7 @@ pub fn write_role(node: &Node, out: &mut Vec<u8>) {
         match node.engine.write_block() {
             Some(WriteBlock::Pending) => Some("pending"),
             Some(WriteBlock::NeedsBuild) => Some("needs_build"),
+            Some(WriteBlock::DataFileFailed) => Some("fault"),
             _ => None,
         }
     };

@@ -5,24 +5,125 @@
 //! batch: the role changes block on a few fsyncs (history and control
 //! files), so they run on a blocking thread (`compio::runtime::
 //! spawn_blocking`) instead of stalling every connection of the session
-//! core. `REPL WAITLSN` polls the applied LSN once a millisecond: an
-//! operator's wait during a switchover, not a commit path.
+//! core.
 //!
 //! Replies: PROMOTE `+PROMOTED timeline=N switch_lsn=L`; FENCE and DEMOTE the WAL end
 //! (integer); FOLLOW and UNFENCE `+OK`; WAITLSN the applied LSN, or
-//! `-TIMEOUT ...`. Failures are `-ERR <reason>` and change nothing.
+//! `-TIMEOUT applied <lsn>`. Failures are `-ERR <reason>` and change nothing.
+//!
+//! The wait for an applied LSN ([`wait_applied`]) is shared by `REPL
+//! WAITLSN` (switchover's catch-up) and the client command `WAITLSN`
+//! (read-your-writes, run by the session after its batch). It awaits the
+//! future of the LSN that counts on this node's role, without polling:
+//! redo's applied LSN on a standby ([`Applied::wait`]), the flushed WAL on
+//! a primary ([`Wal::wait_flushed`]: its commits are in its pages as they
+//! are made, and its readers wait for nothing but their durability). Neither future resolves when the role changes
+//! under it, so the wait wakes every [`WAIT_LSN_ROLE_RECHECK`] to look at
+//! the role again; the timeout is exact, not rounded to that period.
+//!
+//! [`Applied::wait`]: crate::redo::applied::Applied::wait
+//! [`Wal::wait_flushed`]: crate::wal::Wal::wait_flushed
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::command::ReplCommand;
+use thiserror::Error;
+
+use super::command::{CommandError, ReplCommand};
 use super::resp::{write_error, write_integer, write_simple};
 use crate::engine::control_file::Role;
+use crate::engine::Engine;
+use crate::ids::Lsn;
 use crate::node::Node;
 use crate::replication::roles::{self, RoleError};
+use crate::wal::WalError;
 
-/// Poll interval of `REPL WAITLSN`.
-const WAIT_LSN_POLL: Duration = Duration::from_millis(1);
+/// How often a wait for an applied LSN looks at the node's role again. Only
+/// a promotion or a demotion during the wait needs it (the futures resolve
+/// on progress by themselves); 100 ms bounds how late such a wait notices
+/// that the other LSN now counts, and costs one wake-up per 100 ms per
+/// waiting client.
+pub const WAIT_LSN_ROLE_RECHECK: Duration = Duration::from_millis(100);
+
+/// Why [`wait_applied`] ended without reaching its LSN.
+#[derive(Debug, Error)]
+pub enum WaitLsnError {
+    /// The timeout ran out; `applied` is this node's applied LSN then.
+    #[error("applied LSN {applied} has not reached {lsn} after {timeout_ms} ms")]
+    Timeout {
+        lsn: Lsn,
+        applied: Lsn,
+        timeout_ms: u64,
+    },
+    /// A primary's WAL stopped (shutdown) or is fenced after a failed
+    /// write: its flushed LSN will not move again.
+    #[error("the WAL will not flush further: {0}")]
+    Wal(#[source] WalError),
+}
+
+impl WaitLsnError {
+    /// The error reply (without the leading `-`).
+    pub fn reply(&self) -> String {
+        match self {
+            WaitLsnError::Timeout { applied, .. } => {
+                CommandError::WaitLsnTimeout { applied: applied.0 }.to_string()
+            }
+            WaitLsnError::Wal(WalError::ShutDown) => "ERR server is shutting down".to_string(),
+            WaitLsnError::Wal(e) => format!("ERR {e}"),
+        }
+    }
+}
+
+/// The LSN that counts as applied on a node in `role`: redo's applied LSN
+/// on a standby, the flushed WAL on a primary.
+fn applied_lsn(engine: &Engine, role: Role) -> Lsn {
+    match role {
+        Role::Standby => engine.applied_lsn(),
+        Role::Primary => engine.wal().flushed(),
+    }
+}
+
+/// Waits until this node applied `lsn` (see the module doc); `timeout_ms`
+/// 0 waits without limit. Returns the applied LSN, `>= lsn`.
+pub async fn wait_applied(node: &Node, lsn: Lsn, timeout_ms: u64) -> Result<Lsn, WaitLsnError> {
+    let engine = &node.engine;
+    let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms));
+    loop {
+        let role = engine.role();
+        let applied = applied_lsn(engine, role);
+        if applied >= lsn {
+            return Ok(applied);
+        }
+        let mut slice = WAIT_LSN_ROLE_RECHECK;
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(WaitLsnError::Timeout {
+                    lsn,
+                    applied,
+                    timeout_ms,
+                });
+            }
+            slice = slice.min(left);
+        }
+        // Either way the loop looks at the role and the LSN again: a
+        // resolved wait returns above, a timed-out slice re-checks.
+        match role {
+            Role::Standby => {
+                let _ = compio::time::timeout(slice, engine.applied().wait(lsn)).await;
+            }
+            Role::Primary => {
+                let flushed = compio::time::timeout(slice, engine.wal().wait_flushed(lsn)).await;
+                if let Ok(Err(e)) = flushed {
+                    // A demotion in between: the standby's applied LSN counts now.
+                    if engine.role() == Role::Primary {
+                        return Err(WaitLsnError::Wal(e));
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// An owned `REPL` request (it outlives the request buffer).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,26 +218,16 @@ pub async fn run(node: &Arc<Node>, request: ReplRequest, out: &mut Vec<u8>) {
             }
         }
         ReplRequest::WaitLsn { lsn, timeout_ms } => {
-            let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-            loop {
-                let engine = &node.engine;
-                let applied = match engine.role() {
-                    Role::Standby => engine.applied_lsn(),
-                    Role::Primary => engine.wal().flushed(),
-                };
-                if applied.0 >= lsn {
-                    write_integer(out, applied.0 as i64);
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    write_error(
-                        out,
-                        &format!("TIMEOUT applied LSN {applied} has not reached {lsn} after {timeout_ms} ms"),
-                    );
-                    break;
-                }
-                compio::time::sleep(WAIT_LSN_POLL).await;
+            match wait_applied(node, Lsn(lsn), timeout_ms).await {
+                Ok(applied) => write_integer(out, lsn_reply(applied)),
+                Err(e) => write_error(out, &e.reply()),
             }
         }
     }
+}
+
+/// An LSN as a RESP integer (LSNs stay far below `i64::MAX`; clamped, never
+/// wrapped to a negative).
+pub fn lsn_reply(lsn: Lsn) -> i64 {
+    i64::try_from(lsn.0).unwrap_or(i64::MAX)
 }

@@ -7,6 +7,16 @@
 //! then writes all replies. No reply leaves before what it reports is
 //! durable under the session's `synchronous_commit` (`off`: no wait).
 //!
+//! Waiting commands (`WAIT`, `WAITLSN`) end a batch: the session runs them
+//! after the durability wait of the requests before them and outside the
+//! node's in-flight count (`Node::enter`: a long wait is no command in
+//! flight), then goes on with the requests buffered behind them.
+//!
+//! Read-your-writes across nodes: `LASTLSN` answers the commit LSN of this
+//! connection's last write (`last_write`); `WAITLSN lsn timeout_ms` on any
+//! node waits until that node applied `lsn`
+//! ([`repl_admin::wait_applied`](super::repl_admin::wait_applied)).
+//!
 //! Invariants: a request over the limits, or bytes that are not RESP, get
 //! one error reply and the connection is closed (the stream cannot be
 //! resynchronised); nothing on input panics.
@@ -24,7 +34,7 @@ use super::exec;
 use super::glob::{glob_match, glob_match_nocase};
 use super::info;
 use super::listener::ConnectionGuard;
-use super::repl_admin::ReplRequest;
+use super::repl_admin::{lsn_reply, ReplRequest};
 use super::resp::{
     write_array_header, write_bulk, write_error, write_integer, write_map_header, write_null,
     write_simple, Args, OwnedArgs, Protocol, RequestLimits, RequestParser,
@@ -47,6 +57,16 @@ pub async fn refuse(mut stream: TcpStream, _guard: ConnectionGuard) {
         .await;
 }
 
+/// A waiting command that ends its batch; run after the batch's replies
+/// are durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PendingWait {
+    /// `WAIT replicas timeout_ms`.
+    Replicas { replicas: i64, timeout_ms: u64 },
+    /// `WAITLSN lsn timeout_ms`.
+    Lsn { lsn: Lsn, timeout_ms: u64 },
+}
+
 struct Session {
     node: Arc<Node>,
     id: u64,
@@ -60,11 +80,11 @@ struct Session {
     /// Per-connection `synchronous_commit` (`CLIENT SYNC level`); `None`
     /// follows the node's setting (`CONFIG SET synchronous_commit`).
     sync_commit: Option<SyncLevel>,
-    /// WAIT requested by the last request of a batch: (replicas, timeout).
-    pending_wait: Option<(i64, u64)>,
+    /// WAIT or WAITLSN requested by the last request of a batch.
+    pending_wait: Option<PendingWait>,
     /// A `REPL` request: run after the batch, off the session core.
     pending_repl: Option<ReplRequest>,
-    /// Commit LSN of this connection's last write (for WAIT).
+    /// Commit LSN of this connection's last write (for WAIT and LASTLSN).
     last_write: Lsn,
     scan_cursors: VecDeque<(u64, Vec<u8>)>,
     next_cursor: u64,
@@ -139,6 +159,12 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
         }
         session.wait_durable(wait, replies, &mut out).await;
         if wrote {
+            // `recovery_time_target`: a synchronous standby's redo is too far
+            // behind, so hold this write's reply a little (`replication::rto`).
+            let delay_us = session.node.repl.throttle.delay_us();
+            if delay_us > 0 {
+                compio::time::sleep(std::time::Duration::from_micros(delay_us)).await;
+            }
             session
                 .node
                 .metrics
@@ -147,9 +173,21 @@ pub async fn serve(mut stream: TcpStream, node: Arc<Node>) -> std::io::Result<()
         }
         drop(receipts);
         drop(in_flight);
-        if let Some((replicas, timeout_ms)) = session.pending_wait.take() {
-            let n = session.wait_replicas(replicas, timeout_ms).await;
-            write_integer(&mut out, n);
+        match session.pending_wait.take() {
+            Some(PendingWait::Replicas {
+                replicas,
+                timeout_ms,
+            }) => {
+                let n = session.wait_replicas(replicas, timeout_ms).await;
+                write_integer(&mut out, n);
+            }
+            Some(PendingWait::Lsn { lsn, timeout_ms }) => {
+                match super::repl_admin::wait_applied(&session.node, lsn, timeout_ms).await {
+                    Ok(applied) => write_integer(&mut out, lsn_reply(applied)),
+                    Err(e) => write_error(&mut out, &e.reply()),
+                }
+            }
+            None => {}
         }
         if let Some(request) = session.pending_repl.take() {
             super::repl_admin::run(&session.node, request, &mut out).await;
@@ -308,7 +346,10 @@ impl Session {
                 Command::Exec | Command::Discard | Command::Multi | Command::Quit
             )
         {
-            if matches!(cmd, Command::Wait { .. } | Command::Shutdown) {
+            if matches!(
+                cmd,
+                Command::Wait { .. } | Command::WaitLsn { .. } | Command::Shutdown
+            ) {
                 self.multi_failed = true;
                 write_error(out, &CommandError::NotAllowedInMulti.to_string());
             } else if let Some(q) = self.multi.as_mut() {
@@ -507,9 +548,20 @@ impl Session {
             Command::Wait {
                 replicas,
                 timeout_ms,
-            } => self.pending_wait = Some((replicas, timeout_ms)),
+            } => {
+                self.pending_wait = Some(PendingWait::Replicas {
+                    replicas,
+                    timeout_ms,
+                })
+            }
+            Command::WaitLsn { lsn, timeout_ms } => {
+                self.pending_wait = Some(PendingWait::Lsn {
+                    lsn: Lsn(lsn),
+                    timeout_ms,
+                })
+            }
             Command::Select => write_simple(out, "OK"),
-            Command::LastLsn => write_integer(out, self.last_write.0 as i64),
+            Command::LastLsn => write_integer(out, lsn_reply(self.last_write)),
             Command::Repl(r) => match ReplRequest::from_command(r) {
                 Ok(req) => self.pending_repl = Some(req),
                 Err(e) => write_error(out, &e),

@@ -504,7 +504,7 @@ impl Flusher<'_> {
         sh.last_batch_groups.store(groups, Ordering::Relaxed);
         let shipped = sh.publish_submitted(start, &self.batch);
         self.poll_next_wait = shipped && groups >= 2;
-        if let Some(delay) = test_flush_delay() {
+        if let Some(delay) = crate::failpoints::flusher_delay() {
             std::thread::sleep(delay);
         }
         let m = &sh.metrics;
@@ -613,22 +613,6 @@ impl Flusher<'_> {
         }
         Ok(())
     }
-}
-
-/// Test knob (a fault a process cannot provoke from outside): with
-/// `TANDEM_TEST_FLUSH_DELAY_MS` set, every batch waits that long between
-/// being offered to the WAL senders and being written, like a primary
-/// with a slow disk. Tests use it to leave a standby holding WAL its
-/// primary loses in a crash.
-fn test_flush_delay() -> Option<std::time::Duration> {
-    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
-    *DELAY.get_or_init(|| {
-        std::env::var("TANDEM_TEST_FLUSH_DELAY_MS")
-            .ok()?
-            .parse()
-            .ok()
-            .map(std::time::Duration::from_millis)
-    })
 }
 
 fn wal_to_io(e: WalError) -> io::Error {

@@ -74,6 +74,13 @@ impl NodeProc {
 
     /// (Re)starts the process on the same ports and directory.
     pub fn spawn(&mut self) {
+        self.spawn_unready();
+        self.wait_ready();
+    }
+
+    /// Starts the process without waiting for it to answer (to catch it
+    /// in crash recovery, for instance).
+    pub fn spawn_unready(&mut self) {
         assert!(self.child.is_none());
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -97,7 +104,6 @@ impl NodeProc {
             .spawn()
             .expect("start tandem");
         self.child = Some(child);
-        self.wait_ready();
     }
 
     pub fn addr(&self) -> String {
@@ -275,5 +281,24 @@ pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl NodeProc {
+    /// Sets failpoint `name` to `actions` at run time (`PUT /failpoints/NAME`
+    /// on the metrics port; builds with the `failpoints` feature only).
+    pub fn set_failpoint(&self, name: &str, actions: &str) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        let req = format!(
+            "PUT /failpoints/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{actions}",
+            actions.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "failpoint {name}={actions}: {reply}"
+        );
     }
 }

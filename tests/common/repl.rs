@@ -107,6 +107,15 @@ pub fn standby_entry(info: &str, name: &str) -> Option<HashMap<String, String>> 
 }
 
 /// Waits until `primary` lists standby `name` as streaming.
+/// A standby named `s` of `primary` in `dir/s`, started with `args` and
+/// streaming.
+#[allow(dead_code)]
+pub fn streaming_standby(dir: &Path, primary: &NodeProc, args: &[&str]) -> NodeProc {
+    let s = NodeProc::start_standby(&dir.join("s"), primary.repl_port, "s", args);
+    wait_streaming(primary, "s", Duration::from_secs(60));
+    s
+}
+
 pub fn wait_streaming(primary: &NodeProc, name: &str, within: Duration) {
     let mut c = primary.client();
     wait_until(within, &format!("standby {name} streaming"), || {

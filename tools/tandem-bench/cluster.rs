@@ -4,7 +4,8 @@
 //! hosts starting at the last primary, authenticates and asks `ROLE`; the first node
 //! whose reply starts with `master` wins. With a single host (`-h/-p`) the role is
 //! not required: any node that answers is used, so Redis replicas and servers
-//! without `ROLE` still work for read-only mixes.
+//! without `ROLE` still work for read-only mixes. `connect_any` skips the role
+//! check (the standbys `run --read-your-writes` reads on).
 //!
 //! `connect_primary_retrying` is the bounded retry loop used mid-run after a
 //! connection error or a `READONLY` reply: exponential backoff from `BACKOFF_MIN`
@@ -52,6 +53,22 @@ pub enum ClusterError {
 impl Target {
     /// Connects to one host, authenticates and checks its role.
     pub async fn connect_host(&self, addr: &str) -> Result<Conn, ClusterError> {
+        let mut conn = self.connect_any(addr).await?;
+        if self.require_primary {
+            let reply = conn.call(&["ROLE"], self.io_timeout).await?;
+            if !is_primary(&reply) {
+                return Err(ClusterError::NotPrimary {
+                    addr: addr.to_string(),
+                    role: reply.to_string(),
+                });
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Connects to one host and authenticates, whatever its role (the
+    /// standbys of `run --read-your-writes`).
+    pub async fn connect_any(&self, addr: &str) -> Result<Conn, ClusterError> {
         let mut conn = Conn::connect(addr, self.connect_timeout).await?;
         if let Some(password) = &self.password {
             let reply = conn
@@ -61,15 +78,6 @@ impl Target {
                 return Err(ClusterError::Auth {
                     addr: addr.to_string(),
                     text,
-                });
-            }
-        }
-        if self.require_primary {
-            let reply = conn.call(&["ROLE"], self.io_timeout).await?;
-            if !is_primary(&reply) {
-                return Err(ClusterError::NotPrimary {
-                    addr: addr.to_string(),
-                    role: reply.to_string(),
                 });
             }
         }

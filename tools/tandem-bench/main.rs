@@ -1,7 +1,8 @@
 //! `tandem-bench`: a pgbench-like load tool that speaks RESP.
 //!
 //! Owns the command line (`init`, `run`, `check`), argument validation and exit
-//! codes: 0 success, 1 `check` found an inconsistency, 2 any error (bad
+//! codes: 0 success, 1 `check` found an inconsistency or `run
+//! --read-your-writes` a stale read, 2 any error (bad
 //! arguments, unreachable server, aborted run, a run in which every
 //! transaction failed). Errors are printed as one clear
 //! line; nothing from the network, files or arguments is unwrapped.
@@ -11,7 +12,9 @@
 //! (transaction templates and the built-in mixes) -> `run` (threads, clients,
 //! schedule) -> `stats` (per-second buckets, aggregation) -> `report` (text,
 //! JSON) and `plot` (SVG). `dataset` owns the TPC-B key layout, `init` and
-//! `check`; `pause` the windows without acks (`--pause-threshold-ms`). The
+//! `check`; `pause` the windows without acks (`--pause-threshold-ms`); `ryw`
+//! the read-back of every write on a standby (`run --read-your-writes`, which
+//! exits 1 when a read was stale). The
 //! tool does not use the `tandem` library: it must be able to
 //! measure any RESP server, including Redis as a peer.
 
@@ -23,6 +26,7 @@ mod plot;
 mod report;
 mod resp;
 mod run;
+mod ryw;
 mod script;
 mod stats;
 
@@ -182,6 +186,14 @@ struct RunArgs {
     /// (e.g. written by a harness when it issues a switchover).
     #[arg(long = "events-file")]
     events_file: Option<PathBuf>,
+    /// After each acknowledged transaction: LASTLSN on the primary, WAITLSN on
+    /// a standby of --hosts, then read the transaction's own write back there
+    /// and count a stale read if it is missing (--mix tpcb only).
+    #[arg(long = "read-your-writes")]
+    read_your_writes: bool,
+    /// WAITLSN's timeout with --read-your-writes; a timeout is counted, not judged.
+    #[arg(long = "ryw-timeout-ms", default_value_t = 5000)]
+    ryw_timeout_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -391,14 +403,56 @@ fn validate_run(args: &RunArgs) -> anyhow::Result<()> {
     if !(1..=PAUSE_THRESHOLD_MS_MAX).contains(&args.pause_threshold_ms) {
         bail!("--pause-threshold-ms must be in 1..={PAUSE_THRESHOLD_MS_MAX}");
     }
+    if !(1..=ryw::TIMEOUT_MS_MAX).contains(&args.ryw_timeout_ms) {
+        bail!("--ryw-timeout-ms must be in 1..={}", ryw::TIMEOUT_MS_MAX);
+    }
     Ok(())
+}
+
+/// The command of the script whose write `--read-your-writes` reads back,
+/// or why the run cannot check read-your-writes.
+fn read_back_command(args: &RunArgs) -> anyhow::Result<usize> {
+    let supported = Mix::with_read_back().join(", ");
+    if args.conn.hosts.is_empty() {
+        bail!(
+            "--read-your-writes needs --hosts with the primary and at least one standby \
+             (each write is read back on a standby)"
+        );
+    }
+    if let Some(path) = &args.file {
+        bail!(
+            "--read-your-writes cannot check a custom script ({}): it must know a key that \
+             each transaction alone writes; mixes that have one: {supported}",
+            path.display()
+        );
+    }
+    match args.mix.read_back_command() {
+        Some(index) => Ok(index),
+        None => bail!(
+            "--read-your-writes cannot check --mix {}: no key that each transaction alone \
+             writes, so a stale read would be ambiguous; mixes that have one: {supported}",
+            args.mix.name()
+        ),
+    }
 }
 
 fn cmd_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     validate_run(&args)?;
+    let read_back = args
+        .read_your_writes
+        .then(|| read_back_command(&args))
+        .transpose()?;
     let target = Target {
         backoff_max: Duration::from_millis(args.reconnect_backoff_max_ms),
         ..target(&args.conn)?
+    };
+    let ryw = match read_back {
+        Some(read_back_command) => Some(ryw::RywConfig {
+            standbys: block_on(ryw::discover_standbys(&target))??,
+            timeout_ms: args.ryw_timeout_ms,
+            read_back_command,
+        }),
+        None => None,
     };
     let mut marks = args
         .marks
@@ -436,6 +490,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         pipeline: args.pipeline,
         rate_limit_tps: args.rate_tps,
         pause_threshold_ms: args.pause_threshold_ms as f64,
+        ryw: ryw.clone(),
     };
     let cfg = run::RunConfig {
         target,
@@ -452,6 +507,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         progress_s: args.progress_s,
         run_id: i64::from(rand::random::<u32>()),
         pause_threshold: Duration::from_millis(args.pause_threshold_ms),
+        ryw,
     };
     let result = run::run(cfg)?;
     if let Some(path) = &args.events_file {
@@ -468,9 +524,17 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if report.transactions == 0 && report.failed > 0 {
         bail!("every transaction failed (first errors are printed above)");
     }
-    Ok(if report.aborted.is_some() {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    if report.aborted.is_some() {
+        return Ok(ExitCode::from(2));
+    }
+    if let Some(stale) = report
+        .ryw
+        .as_ref()
+        .map(|r| r.stale_reads)
+        .filter(|n| *n > 0)
+    {
+        eprintln!("tandem-bench: read-your-writes violated: {stale} stale reads");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }

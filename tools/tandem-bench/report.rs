@@ -9,6 +9,11 @@
 //! `end_unix_ms`, milliseconds since the Unix epoch with a microsecond fraction)
 //! so a harness can hold them against the time it issued a switchover or killed
 //! a node, and with `at_s` (seconds since the run's start) for the plot.
+//!
+//! With `--read-your-writes` the report adds `ryw_checks`, `stale_reads` (0
+//! unless read-your-writes is broken), `ryw_timeouts`, `ryw_errors`, the
+//! WAITLSN latency (`waitlsn_latency_{p50,p99,max}_ms`), `ryw_standbys` and
+//! `ryw_timeout_ms` (top-level JSON fields, absent without the flag).
 
 use std::path::Path;
 
@@ -17,6 +22,7 @@ use serde::Serialize;
 
 use crate::pause::Ack;
 use crate::run::RunResult;
+use crate::ryw::{RywConfig, RywStats};
 use crate::stats::{Event, EventKind, SecondPoint};
 
 /// Pauses listed in the report (the JSON file); `pause_count` has them all.
@@ -72,6 +78,51 @@ pub struct Report {
     pub pauses_complete_until_s: Option<f64>,
     pub series: Vec<SecondPoint>,
     pub events: Vec<Event>,
+    /// Set with `--read-your-writes`.
+    #[serde(flatten)]
+    pub ryw: Option<RywReport>,
+}
+
+/// The read-your-writes figures of a run (`ryw.rs`).
+#[derive(Debug, Serialize)]
+pub struct RywReport {
+    pub ryw_standbys: Vec<String>,
+    pub ryw_timeout_ms: u64,
+    /// Reads judged (WAITLSN reached the LSN, then GET answered).
+    pub ryw_checks: u64,
+    /// Judged reads that missed the transaction's own write.
+    pub stale_reads: u64,
+    /// WAITLSN replies `TIMEOUT applied <lsn>` (not judged).
+    pub ryw_timeouts: u64,
+    /// Connection errors and other error replies on a standby (not judged).
+    pub ryw_errors: u64,
+    pub waitlsn_latency_p50_ms: f64,
+    pub waitlsn_latency_p99_ms: f64,
+    pub waitlsn_latency_max_ms: f64,
+}
+
+impl RywReport {
+    fn new(cfg: RywConfig, stats: &RywStats) -> RywReport {
+        let h = &stats.waitlsn_us;
+        let ms = |us: u64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                us as f64 / 1000.0
+            }
+        };
+        RywReport {
+            ryw_standbys: cfg.standbys,
+            ryw_timeout_ms: cfg.timeout_ms,
+            ryw_checks: stats.checks,
+            stale_reads: stats.stale_reads,
+            ryw_timeouts: stats.timeouts,
+            ryw_errors: stats.errors,
+            waitlsn_latency_p50_ms: ms(h.value_at_quantile(0.5)),
+            waitlsn_latency_p99_ms: ms(h.value_at_quantile(0.99)),
+            waitlsn_latency_max_ms: ms(h.max()),
+        }
+    }
 }
 
 /// What the run was asked to do, for the report's header.
@@ -83,6 +134,8 @@ pub struct RunShape {
     pub pipeline: usize,
     pub rate_limit_tps: Option<f64>,
     pub pause_threshold_ms: f64,
+    /// Set with `--read-your-writes`.
+    pub ryw: Option<RywConfig>,
 }
 
 impl Report {
@@ -116,6 +169,7 @@ impl Report {
             })
             .collect();
         let max_pause_ms = all.iter().map(|p| p.us()).max().unwrap_or(0) as f64 / 1000.0;
+        let ryw = shape.ryw.map(|cfg| RywReport::new(cfg, &result.ryw));
         Report {
             transaction_type: shape.transaction_type,
             scaling_factor: shape.scaling_factor,
@@ -150,6 +204,7 @@ impl Report {
             pauses_complete_until_s: result.pauses.complete_until_us.map(|us| us as f64 / 1e6),
             series: result.aggregate.series,
             events,
+            ryw,
         }
     }
 
@@ -238,6 +293,22 @@ impl Report {
         if let Some(until) = self.pauses_complete_until_s {
             line(format!(
                 "pause tracking stopped at +{until:.3} s (too many gaps to keep): later pauses are not known"
+            ));
+        }
+        if let Some(r) = &self.ryw {
+            line(format!(
+                "read-your-writes: {} checks, {} stale reads, {} WAITLSN timeouts \
+                 (limit {} ms), {} errors; standbys {}",
+                r.ryw_checks,
+                r.stale_reads,
+                r.ryw_timeouts,
+                r.ryw_timeout_ms,
+                r.ryw_errors,
+                r.ryw_standbys.join(",")
+            ));
+            line(format!(
+                "WAITLSN latency p50 = {:.3} ms, p99 = {:.3} ms, max = {:.3} ms",
+                r.waitlsn_latency_p50_ms, r.waitlsn_latency_p99_ms, r.waitlsn_latency_max_ms
             ));
         }
         if let Some(reason) = &self.aborted {

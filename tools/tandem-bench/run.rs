@@ -34,6 +34,14 @@
 //! Pauses: every acknowledged transaction is also recorded with its host in the
 //! thread's `AckGaps` (`pause.rs`); the main thread merges them into the windows
 //! in which no client got an ack (`--pause-threshold-ms`).
+//!
+//! Read-your-writes (`--read-your-writes`, `ryw.rs`): every transaction is sent
+//! with `LASTLSN` behind it (one more reply, not part of its outcome), and a
+//! client reads each acknowledged transaction back on its standby before it
+//! issues the next one. The transaction's latency is taken before the check;
+//! the check's WAITLSN latency and outcome go to the thread's `RywStats`. With
+//! `--pipeline N` the transactions behind one in the pipeline wait for its check,
+//! and their latency includes it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -50,11 +58,15 @@ use crate::cluster::{self, Target};
 use crate::conn::{Conn, ConnError};
 use crate::pause::{self, AckGaps, Pauses};
 use crate::resp::Value;
+use crate::ryw::{CheckOutcome, Probe, ReadBack, RywConfig, RywStats};
 use crate::script::{self, Script};
 use crate::stats::{Aggregate, Bucket, Event, EventKind, Msg, ThreadStats};
 
 /// How long in-flight transactions may take to finish after a `-T` run ends.
 const END_GRACE: Duration = Duration::from_secs(1);
+/// Read-your-writes outcomes other than fresh reads whose detail is printed,
+/// per thread; the rest are counted.
+const RYW_PRINTED_MAX: u32 = 5;
 /// Capacity of the worker-to-main channel; seconds and events are small and
 /// the main thread drains it continuously.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -75,6 +87,8 @@ pub struct RunConfig {
     pub run_id: i64,
     /// Windows without any ack longer than this are reported as pauses.
     pub pause_threshold: Duration,
+    /// Set with `--read-your-writes`.
+    pub ryw: Option<RywConfig>,
 }
 
 pub struct RunResult {
@@ -89,6 +103,8 @@ pub struct RunResult {
     pub pauses: Pauses,
     /// The host list that `pauses` index into.
     pub hosts: Vec<String>,
+    /// Read-your-writes figures of all threads (all zero without it).
+    pub ryw: RywStats,
 }
 
 /// Runs the benchmark; returns when every client finished.
@@ -173,6 +189,7 @@ fn collect(
     let mut done = 0;
     let mut aborted = None;
     let mut acks = Vec::with_capacity(cfg.threads);
+    let mut ryw = RywStats::new();
     while done < cfg.threads {
         let Ok(msg) = rx.recv() else { break };
         match msg {
@@ -196,9 +213,14 @@ fn collect(
                 }
                 primary = Some(addr);
             }
-            Msg::Done { error, gaps } => {
+            Msg::Done {
+                error,
+                gaps,
+                ryw: thread_ryw,
+            } => {
                 done += 1;
                 acks.push(*gaps);
+                ryw.merge(&thread_ryw);
                 if let Some(e) = error {
                     aborted.get_or_insert(e);
                 }
@@ -218,6 +240,7 @@ fn collect(
         start_unix_us: 0,
         pauses,
         hosts: cfg.target.hosts.clone(),
+        ryw,
     }
 }
 
@@ -272,6 +295,10 @@ struct Shared {
     next_second: Cell<u64>,
     /// Failure messages printed so far (bounded by `FAILURES_PRINTED_MAX`).
     failures_printed: Cell<u32>,
+    /// Read-your-writes checks of this thread's clients.
+    ryw: RefCell<RywStats>,
+    /// Read-your-writes problems printed so far (bounded by `RYW_PRINTED_MAX`).
+    ryw_printed: Cell<u32>,
 }
 
 /// Failed transactions whose error is printed, per thread; the rest are counted.
@@ -344,10 +371,13 @@ fn worker(
         tx: tx.clone(),
         next_second: Cell::new(0),
         failures_printed: Cell::new(0),
+        ryw: RefCell::new(RywStats::new()),
+        ryw_printed: Cell::new(0),
     });
     let error = runtime.block_on(run_thread(Rc::clone(&shared), client_ids, conns));
     let gaps = Box::new(shared.gaps.replace(AckGaps::new(1)));
-    let _ = tx.send(Msg::Done { error, gaps });
+    let ryw = Box::new(shared.ryw.replace(RywStats::new()));
+    let _ = tx.send(Msg::Done { error, gaps, ryw });
 }
 
 async fn run_thread(
@@ -371,7 +401,8 @@ async fn run_thread(
             error.get_or_insert(e);
         }
     }
-    // The ticker never returns by itself; what it sent is in `next_second`.
+    // The ticker returns by itself only at a `-T` run's last second; what it
+    // sent is in `next_second`.
     let _ = ticker.cancel().await;
     send_seconds(&shared, shared.next_second.get(), u64::MAX);
     error
@@ -379,11 +410,21 @@ async fn run_thread(
 
 /// Sends each finished second of this thread to the main thread, once per second,
 /// including empty seconds so the main thread can close them. Runs until cancelled.
+/// With `-T`, the last second is left to `run_thread`'s final send: transactions
+/// that finish in the grace period after the end count into it (`ThreadStats`),
+/// so it is complete only when every client is done (sent earlier, they were lost).
 async fn tick(shared: Rc<Shared>) {
+    let last_second = shared.cfg.duration.map(|d| d.as_secs().saturating_sub(1));
     loop {
         let next_second = shared.next_second.get();
+        if last_second.is_some_and(|last| next_second >= last) {
+            return;
+        }
         compio::time::sleep_until(shared.start + Duration::from_secs(next_second + 1)).await;
-        let now_second = shared.start.elapsed().as_secs();
+        let mut now_second = shared.start.elapsed().as_secs();
+        if let Some(last) = last_second {
+            now_second = now_second.min(last);
+        }
         shared
             .next_second
             .set(send_seconds(&shared, next_second, now_second));
@@ -416,6 +457,8 @@ struct Tx {
     scheduled: Instant,
     seed: u64,
     tries: u32,
+    /// With `--read-your-writes`: what the last rendering of it wrote.
+    probe: Option<Probe>,
 }
 
 enum Outcome {
@@ -450,7 +493,15 @@ struct Client {
     unannounced: Option<String>,
     replies: Vec<Value>,
     encoded: Vec<u8>,
+    /// With `--read-your-writes`: the standby connection read-backs go to.
+    read_back: Option<ReadBack>,
+    /// `LASTLSN`'s reply after the transaction `read_tx` read last.
+    last_lsn: Option<u64>,
 }
+
+/// `LASTLSN`, RESP-encoded: sent behind every transaction with
+/// `--read-your-writes`.
+const LASTLSN_ENCODED: &[u8] = b"*1\r\n$7\r\nLASTLSN\r\n";
 
 impl Client {
     fn new(shared: Rc<Shared>, id: usize, conn: Conn, host_index: usize) -> Client {
@@ -460,6 +511,7 @@ impl Client {
         vars[script::VAR_CLIENT_ID] = id as i64;
         vars[script::VAR_RUN_ID] = cfg.run_id;
         let seed = (cfg.run_id as u64).rotate_left(20) ^ id as u64;
+        let read_back = cfg.ryw.as_ref().map(|ryw| ReadBack::new(id, ryw));
         Client {
             next_scheduled: shared.start,
             shared,
@@ -476,6 +528,8 @@ impl Client {
             unannounced: None,
             replies: Vec::new(),
             encoded: Vec::new(),
+            read_back,
+            last_lsn: None,
         }
     }
 
@@ -504,7 +558,11 @@ impl Client {
                 continue;
             }
             match self.read_tx().await {
-                Ok(outcome) => self.finish_front(outcome),
+                Ok(outcome) => {
+                    if let Some(probe) = self.finish_front(outcome) {
+                        self.read_back(probe).await;
+                    }
+                }
                 Err(_) if self.past_end_grace() => return Ok(()),
                 Err(e) => self.on_conn_error(e),
             }
@@ -586,10 +644,11 @@ impl Client {
             scheduled,
             seed: self.rng.random(),
             tries: 0,
+            probe: None,
         })
     }
 
-    fn send_tx(&mut self, tx: Tx) {
+    fn send_tx(&mut self, mut tx: Tx) {
         self.vars[script::VAR_SEQ] += 1;
         self.encoded.clear();
         let rendered = self
@@ -600,6 +659,10 @@ impl Client {
         if let Err(e) = rendered {
             self.report_failure(&tx, &e.to_string());
             return;
+        }
+        if let Some(ryw) = &self.shared.cfg.ryw {
+            tx.probe = Probe::from_encoded(&self.encoded, ryw.read_back_command);
+            self.encoded.extend_from_slice(LASTLSN_ENCODED);
         }
         if let Some(conn) = self.conn.as_mut() {
             conn.queue_encoded(&self.encoded);
@@ -631,13 +694,18 @@ impl Client {
             let reply = conn.read_reply(deadline).await?;
             self.replies.push(reply);
         }
+        self.last_lsn = None;
+        if cfg.ryw.is_some() {
+            let reply = conn.read_reply(deadline).await?;
+            self.last_lsn = reply.as_int().and_then(|lsn| u64::try_from(lsn).ok());
+        }
         Ok(classify(&self.replies))
     }
 
-    fn finish_front(&mut self, outcome: Outcome) {
-        let Some(mut tx) = self.inflight.pop_front() else {
-            return;
-        };
+    /// Counts the oldest in-flight transaction's outcome; with
+    /// `--read-your-writes` returns what an acknowledged one wrote.
+    fn finish_front(&mut self, outcome: Outcome) -> Option<Probe> {
+        let mut tx = self.inflight.pop_front()?;
         let now = Instant::now();
         match outcome {
             Outcome::Ok => {
@@ -660,6 +728,7 @@ impl Client {
                     .gaps
                     .borrow_mut()
                     .record(duration_us(since_start), host);
+                return tx.probe;
             }
             Outcome::Fail { error } => self.report_failure(&tx, &error),
             Outcome::Retry { error } => {
@@ -676,6 +745,56 @@ impl Client {
                     self.retry.push_back(tx);
                 }
             }
+        }
+        None
+    }
+
+    /// Reads what an acknowledged transaction wrote back on this client's
+    /// standby (`ryw.rs`) and counts the outcome. Skipped after the run's
+    /// grace period (the standby may be gone with the cluster).
+    async fn read_back(&mut self, probe: Probe) {
+        if self.past_end_grace() {
+            return;
+        }
+        let shared = Rc::clone(&self.shared);
+        let (Some(cfg), Some(read_back)) = (shared.cfg.ryw.as_ref(), self.read_back.as_mut())
+        else {
+            return;
+        };
+        let outcome = match self.last_lsn.take() {
+            Some(lsn) => read_back.check(cfg, &shared.cfg.target, &probe, lsn).await,
+            None => CheckOutcome::Error {
+                standby: String::new(),
+                detail: "LASTLSN on the primary did not reply an LSN".to_string(),
+            },
+        };
+        shared.ryw.borrow_mut().record(&outcome);
+        let detail = match &outcome {
+            CheckOutcome::Fresh { .. } => return,
+            CheckOutcome::Stale {
+                standby,
+                applied,
+                got,
+                ..
+            } => format!(
+                "stale read on {standby}: GET {} after WAITLSN replied {applied} returned {}, \
+                 the transaction wrote {:?}",
+                String::from_utf8_lossy(&probe.key),
+                got.as_ref().map_or("(nil)".to_string(), |v| format!(
+                    "{:?}",
+                    String::from_utf8_lossy(v)
+                )),
+                String::from_utf8_lossy(&probe.value)
+            ),
+            CheckOutcome::Timeout { standby, reply } => format!("WAITLSN on {standby}: {reply}"),
+            CheckOutcome::Error { standby, detail } => {
+                format!("read-back on {standby} failed: {detail}")
+            }
+        };
+        let printed = shared.ryw_printed.get();
+        if printed < RYW_PRINTED_MAX {
+            shared.ryw_printed.set(printed.saturating_add(1));
+            eprintln!("tandem-bench: read-your-writes: {detail}");
         }
     }
 
@@ -789,6 +908,9 @@ mod tests {
         ];
         assert!(matches!(classify(&ok), Outcome::Ok));
         let ro = vec![Value::Error(b"READONLY replica".to_vec())];
+        let mut lastlsn = Vec::new();
+        crate::resp::encode_command(&mut lastlsn, &["LASTLSN"]);
+        assert_eq!(LASTLSN_ENCODED, &lastlsn[..]);
         assert!(matches!(classify(&ro), Outcome::Retry { .. }));
         let bad = vec![Value::Array(vec![Value::Error(
             b"ERR not an integer".to_vec(),

@@ -49,6 +49,9 @@ const ARGS_MAX: usize = 1024;
 /// Commands per script accepted.
 const COMMANDS_MAX: usize = 4096;
 
+/// Index of `SET history:...` among the TPC-B script's commands (MULTI is 0).
+const TPCB_HISTORY_COMMAND: usize = 5;
+
 /// The built-in mixes selectable with `--mix`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mix {
@@ -71,6 +74,31 @@ impl Mix {
             Mix::SelectOnly => "select-only",
             Mix::SetGet => "set-get",
         }
+    }
+
+    /// The command of this mix's transaction that writes something no other
+    /// transaction writes (its index among the script's commands), for
+    /// `run --read-your-writes`: after the commit, that key must hold that
+    /// value on a standby that applied the commit LSN, whatever else ran.
+    /// TPC-B's history row qualifies (`history:run_id:client_id:seq`, one
+    /// key per attempt). The others have none: simple-update's account
+    /// and set-get's `key:r` are shared by all clients (a later write by
+    /// another client hides ours; set-get's value is the same for all), and
+    /// select-only writes nothing.
+    pub fn read_back_command(self) -> Option<usize> {
+        match self {
+            Mix::Tpcb => Some(TPCB_HISTORY_COMMAND),
+            Mix::SimpleUpdate | Mix::SelectOnly | Mix::SetGet => None,
+        }
+    }
+
+    /// The mixes [`Mix::read_back_command`] supports, for error messages.
+    pub fn with_read_back() -> Vec<&'static str> {
+        [Mix::Tpcb, Mix::SimpleUpdate, Mix::SelectOnly, Mix::SetGet]
+            .into_iter()
+            .filter(|m| m.read_back_command().is_some())
+            .map(Mix::name)
+            .collect()
     }
 
     /// The script text of this mix, in the template language.
@@ -657,6 +685,19 @@ mod tests {
             assert_eq!(hist[0], aid.to_string());
             assert_eq!(hist[3], delta.to_string());
             assert_eq!(cmds[6], ["EXEC"]);
+        }
+    }
+
+    #[test]
+    fn read_back_command_is_the_unique_history_row() {
+        let s = Script::parse("tpcb", &Mix::Tpcb.text()).unwrap();
+        let index = Mix::Tpcb.read_back_command().unwrap();
+        let cmds: Vec<Vec<String>> = render_once(&s, 1, 5).iter().map(args).collect();
+        assert_eq!(cmds[index][0], "SET");
+        assert_eq!(cmds[index][1], "history:77:3:9");
+        assert_eq!(Mix::with_read_back(), ["tpcb"]);
+        for mix in [Mix::SimpleUpdate, Mix::SelectOnly, Mix::SetGet] {
+            assert_eq!(mix.read_back_command(), None);
         }
     }
 

@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::pause::AckGaps;
+use crate::ryw::RywStats;
 
 /// Significant digits of every latency histogram: 0.1 % resolution.
 const HIST_SIGFIG: u8 = 3;
@@ -100,10 +101,12 @@ pub enum Msg {
         addr: String,
     },
     /// A thread finished; `error` if a client gave up. `gaps`: its clients'
-    /// long gaps between acks, merged into pauses at the end.
+    /// long gaps between acks, merged into pauses at the end; `ryw`: its
+    /// read-your-writes checks (all zero without `--read-your-writes`).
     Done {
         error: Option<String>,
         gaps: Box<AckGaps>,
+        ryw: Box<RywStats>,
     },
 }
 
